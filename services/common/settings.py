@@ -1,0 +1,39 @@
+"""Connection settings shared by every service. The only module family that reads the
+environment: each service's settings class subclasses `CommonSettings`."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_KEY_PREFIX_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
+    redis_url: str = Field("redis://127.0.0.1:6390/0", alias="REDIS_URL")
+    # Every Redis key starts with this prefix (tests give each test its own).
+    key_prefix: str = Field("pbseg", alias="PBSEG_KEY_PREFIX")
+    topic_postbacks: str = Field("postbacks.v1", alias="PBSEG_TOPIC_POSTBACKS")
+    topic_rejected: str = Field("postbacks-rejected.v1", alias="PBSEG_TOPIC_REJECTED")
+    topic_device_events: str = Field("device-events.v1", alias="PBSEG_TOPIC_DEVICE_EVENTS")
+    # Partitions of the postbacks topic; the Redis layout is sharded by it (docs/architecture.md).
+    postbacks_partitions: int = Field(8, alias="PBSEG_POSTBACKS_PARTITIONS", ge=1, le=1024)
+    log_level: str = Field("info", alias="PBSEG_LOG_LEVEL")
+    log_format: str = Field("json", alias="PBSEG_LOG_FORMAT")  # json | console
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_is_plain(cls, value: str) -> str:
+        if not value or not set(value) <= _KEY_PREFIX_CHARS:
+            raise ValueError("PBSEG_KEY_PREFIX must be non-empty and use only letters, digits, '_', '-', '.'")
+        return value
+
+
+class StackSettings(CommonSettings):
+    """Addresses `pbseg stack` binds the services to (defaults from the README)."""
+
+    ingress_bind: str = Field("127.0.0.1:8080", alias="INGRESS_BIND")
+    query_bind: str = Field("127.0.0.1:8081", alias="QUERY_BIND")
