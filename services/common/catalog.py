@@ -1,8 +1,12 @@
 """The catalog: accounts, API keys (stored hashed), postback secrets and custom events.
 
 Written by `pbseg accounts` and the query service, read by the ingress through a cached
-`CatalogSnapshot`. Every write bumps `CatalogKeys.version` in the same MULTI so readers
-can poll one small key and reload when it moves.
+`CatalogSnapshot`. Every write bumps `CatalogKeys.version` in the same MULTI / Lua script,
+so readers can poll one small key and reload when it moves.
+
+Limits: at most `MAX_CUSTOM_EVENTS` custom events per account; event codes are unique per
+account case-insensitively (`Promo` and `promo` cannot both exist) and the reserved codes
+(`install`, `reg`, `dep`, `dep_<digits>`, in any case) are refused.
 """
 
 from __future__ import annotations
@@ -11,23 +15,41 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError, WatchError
 
 from services.common.keys import CatalogKeys
 
 SYSTEM_EVENTS: tuple[str, ...] = ("install", "reg", "dep")
-_DEPOSIT_ORDINAL = re.compile(r"^dep_[0-9]+$")
+# System events have the fixed ids 1, 2, 3; custom event ids start above FIRST_CUSTOM_ID - 1.
+SYSTEM_EVENT_IDS: dict[str, int] = {"install": 1, "reg": 2, "dep": 3}
+FIRST_CUSTOM_ID = 101
+MAX_CUSTOM_EVENTS = 10_000
+_DEPOSIT_ORDINAL = re.compile(r"^dep_[0-9]+$", re.IGNORECASE)
+_HERE = Path(__file__).parent
+_CREATE_EVENT = (_HERE / "catalog_event_create.lua").read_text()
+_CHANGE_EVENT = (_HERE / "catalog_event_change.lua").read_text()
 
 
 def is_reserved_code(code: str) -> bool:
-    """install, reg, dep and dep_<digits> belong to the system."""
-    return code in SYSTEM_EVENTS or bool(_DEPOSIT_ORDINAL.match(code))
+    """install, reg, dep and dep_<digits> belong to the system (compared case-insensitively)."""
+    return code.lower() in SYSTEM_EVENTS or bool(_DEPOSIT_ORDINAL.match(code))
 
 
 def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    return "pbs_" + secrets.token_urlsafe(32)
+
+
+def key_id_of(api_key: str) -> str:
+    """The public handle of a key (shown in listings, used to revoke it): 8 characters after `pbs_`."""
+    return api_key[4:12]
 
 
 @dataclass(frozen=True)
@@ -47,22 +69,57 @@ class CatalogSnapshot:
     accounts: dict[int, AccountEntry] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CustomEvent:
+    id: int
+    name: str
+    code: str
+    status: int  # 1 active, 0 inactive
+    created_at: int
+    updated_at: int
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "CustomEvent":
+        d = orjson.loads(raw)
+        return cls(int(d["id"]), str(d["name"]), str(d["code"]), int(d.get("status", 1)),
+                   int(d.get("created_at", 0)), int(d.get("updated_at", d.get("created_at", 0))))
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    key_id: str
+    account_id: int
+    created_at: int
+
+
+class CatalogError(Exception):
+    """A refused catalog change; `error` is the machine code the API returns."""
+
+    def __init__(self, error: str, message: str):
+        super().__init__(message)
+        self.error, self.message = error, message
+
+
 class CatalogStore:
-    """Async Redis adapter for the catalog. Writes are atomic (MULTI) and bump the version."""
+    """Async Redis adapter for the catalog. Every write is atomic (MULTI or one Lua script)
+    and bumps the version; reads never block writers. Raises CatalogError for refused changes."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str):
         self.redis = redis
         self.keys = CatalogKeys(prefix)
+        self._create_event = redis.register_script(_CREATE_EVENT)
+        self._change_event = redis.register_script(_CHANGE_EVENT)
 
+    # -- accounts and API keys -------------------------------------------------------------
     async def create_account(self, name: str, now_ms: int) -> tuple[int, str]:
         """Create an account and its first API key; returns (account_id, api_key)."""
         account_id = int(await self.redis.incr(self.keys.account_seq))
-        api_key = "pbs_" + secrets.token_urlsafe(32)
+        api_key = new_api_key()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.accounts, str(account_id),
                       orjson.dumps({"name": name, "created_at": now_ms, "secret": None}))
             pipe.hset(self.keys.api_keys, hash_api_key(api_key),
-                      orjson.dumps({"account_id": account_id, "key_id": api_key[4:12], "created_at": now_ms}))
+                      orjson.dumps({"account_id": account_id, "key_id": key_id_of(api_key), "created_at": now_ms}))
             pipe.incr(self.keys.version)
             await pipe.execute()
         return account_id, api_key
@@ -77,12 +134,129 @@ class CatalogStore:
         raw = await self.redis.hget(self.keys.accounts, str(account_id))
         return None if raw is None else {"account_id": account_id, **orjson.loads(raw)}
 
+    async def list_accounts(self) -> list[dict]:
+        """Every account with its key ids (never the keys) and whether a secret is set."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.keys.accounts)
+            pipe.hgetall(self.keys.api_keys)
+            accounts_raw, keys_raw = await pipe.execute()
+        keys_by_account: dict[int, list[str]] = {}
+        for raw in keys_raw.values():
+            info = orjson.loads(raw)
+            keys_by_account.setdefault(int(info["account_id"]), []).append(info["key_id"])
+        out = []
+        for account_id in sorted(int(k) for k in accounts_raw):
+            meta = orjson.loads(accounts_raw[str(account_id).encode()])
+            out.append({"account_id": account_id, "name": meta.get("name", ""), "created_at": meta.get("created_at"),
+                        "has_secret": bool(meta.get("secret")),
+                        "key_ids": sorted(keys_by_account.get(account_id, []))})
+        return out
+
+    async def _require_account(self, account_id: int) -> dict:
+        account = await self.get_account(account_id)
+        if account is None:
+            raise CatalogError("unknown_account", f"account {account_id} does not exist")
+        return account
+
+    async def add_api_key(self, account_id: int, now_ms: int) -> str:
+        """A new key for an existing account; returns the key (shown once, stored hashed)."""
+        await self._require_account(account_id)
+        api_key = new_api_key()
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.api_keys, hash_api_key(api_key),
+                      orjson.dumps({"account_id": account_id, "key_id": key_id_of(api_key), "created_at": now_ms}))
+            pipe.incr(self.keys.version)
+            await pipe.execute()
+        return api_key
+
+    async def api_keys(self, account_id: int) -> list[ApiKeyInfo]:
+        raw = await self.redis.hgetall(self.keys.api_keys)
+        infos = [orjson.loads(v) for v in raw.values()]
+        return sorted((ApiKeyInfo(i["key_id"], int(i["account_id"]), int(i.get("created_at", 0)))
+                       for i in infos if int(i["account_id"]) == account_id), key=lambda k: (k.created_at, k.key_id))
+
+    async def revoke_api_key(self, account_id: int, key_id: str) -> None:
+        """Revoke the key with this key id; takes effect on the next request. Raises
+        CatalogError('unknown_key') when the account has no such key."""
+        raw = await self.redis.hgetall(self.keys.api_keys)
+        hashes = [h for h, v in raw.items()
+                  if (info := orjson.loads(v))["key_id"] == key_id and int(info["account_id"]) == account_id]
+        if not hashes:
+            raise CatalogError("unknown_key", f"account {account_id} has no API key with id {key_id}")
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self.keys.api_keys, *hashes)
+            pipe.incr(self.keys.version)
+            await pipe.execute()
+
+    async def set_secret(self, account_id: int, secret: str | None) -> None:
+        """Set (or with None clear) the postback secret; the ingress then requires `&key=`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.keys.accounts)
+                    raw = await pipe.hget(self.keys.accounts, str(account_id))
+                    if raw is None:
+                        await pipe.reset()
+                        raise CatalogError("unknown_account", f"account {account_id} does not exist")
+                    meta = orjson.loads(raw)
+                    meta["secret"] = secret
+                    pipe.multi()
+                    pipe.hset(self.keys.accounts, str(account_id), orjson.dumps(meta))
+                    pipe.incr(self.keys.version)
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+
+    # -- custom events ---------------------------------------------------------------------
+    async def create_event(self, account_id: int, name: str, code: str, now_ms: int) -> int:
+        """Create an active custom event; returns its id. The caller checks reserved codes.
+        Raises CatalogError('duplicate_code' | 'event_limit')."""
+        keys = [self.keys.events(account_id), self.keys.event_codes(account_id), self.keys.event_seq, self.keys.version]
+        try:
+            return int(await self._create_event(keys=keys, args=[name, code, now_ms, MAX_CUSTOM_EVENTS, FIRST_CUSTOM_ID - 1]))
+        except ResponseError as exc:
+            msg = str(exc)
+            if msg.startswith("duplicate_code"):
+                raise CatalogError("duplicate_code", f"an event with code `{code}` already exists (id {msg.split()[-1]}); codes are unique per account, case-insensitively") from exc
+            if msg.startswith("event_limit"):
+                raise CatalogError("event_limit", f"an account can have at most {MAX_CUSTOM_EVENTS} custom events") from exc
+            raise
+
+    async def custom_events(self, account_id: int) -> list[CustomEvent]:
+        """The account's custom events ordered by id."""
+        raw = await self.redis.hgetall(self.keys.events(account_id))
+        return sorted((CustomEvent.from_json(v) for v in raw.values()), key=lambda e: e.id)
+
+    async def custom_event(self, account_id: int, event_id: int) -> CustomEvent | None:
+        raw = await self.redis.hget(self.keys.events(account_id), str(event_id))
+        return None if raw is None else CustomEvent.from_json(raw)
+
+    async def _change(self, account_id: int, event_id: int, op: str, value: str, now_ms: int) -> CustomEvent | None:
+        keys = [self.keys.events(account_id), self.keys.event_codes(account_id), self.keys.version]
+        try:
+            raw = await self._change_event(keys=keys, args=[str(event_id), op, value, now_ms])
+        except ResponseError as exc:
+            if str(exc).startswith("not_found"):
+                raise CatalogError("event_not_found", f"no event with id {event_id}") from exc
+            raise
+        return CustomEvent.from_json(raw) if raw else None
+
+    async def set_event_status(self, account_id: int, event_id: int, status: int, now_ms: int) -> CustomEvent:
+        return await self._change(account_id, event_id, "status", str(status), now_ms)
+
+    async def rename_event(self, account_id: int, event_id: int, name: str, now_ms: int) -> CustomEvent:
+        return await self._change(account_id, event_id, "name", name, now_ms)
+
+    async def delete_event(self, account_id: int, event_id: int, now_ms: int) -> None:
+        await self._change(account_id, event_id, "delete", "", now_ms)
+
+    # -- snapshot for the ingress ----------------------------------------------------------
     async def version(self) -> int:
         return int(await self.redis.get(self.keys.version) or 0)
 
     async def snapshot(self) -> CatalogSnapshot:
         """Read the whole catalog consistently (one MULTI of reads)."""
-        # First read the account list and version together, then each account's events.
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(self.keys.version)
             pipe.hgetall(self.keys.accounts)

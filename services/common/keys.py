@@ -96,4 +96,24 @@ class PartitionKeys:
         return f"{self.tag}:outbox"
 
 
+@dataclass(frozen=True)
+class RejectedKeys:
+    """Recent rejected postbacks per account, fed by the query service from the rejected topic
+    (hash tag `{<prefix>:rej}`)."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.prefix + ":rej}"
+
+    def recent(self, account_id: int) -> str:
+        """List, newest first: JSON rejected-postback.v1 records of the account (bounded)."""
+        return f"{self.tag}:list:{account_id}"
+
+    def applied_offset(self, topic: str, partition: int) -> str:
+        """String: highest offset of the rejected topic/partition already in the lists."""
+        return f"{self.tag}:applied:{topic}:{partition}"
+
+
 NAMES_BUCKET = 512

@@ -1,0 +1,17 @@
+-- Creates a custom event atomically: code uniqueness (case-insensitive), the per-account limit,
+-- the id and the catalog version bump happen together or not at all.
+-- KEYS[1] = events hash of the account, KEYS[2] = event_codes hash of the account,
+-- KEYS[3] = event id sequence, KEYS[4] = catalog version
+-- ARGV[1] = name, ARGV[2] = code, ARGV[3] = now ms, ARGV[4] = max custom events per account,
+-- ARGV[5] = first custom id minus one (ids below it belong to the system events)
+-- Returns the new id, or an error reply 'duplicate_code <id>' / 'event_limit'.
+local existing = redis.call('HGET', KEYS[2], string.lower(ARGV[2]))
+if existing then return redis.error_reply('duplicate_code ' .. existing) end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return redis.error_reply('event_limit') end
+local id = redis.call('INCR', KEYS[3]) + tonumber(ARGV[5])
+local event = cjson.encode({id = id, name = ARGV[1], code = ARGV[2], status = 1,
+  created_at = tonumber(ARGV[3]), updated_at = tonumber(ARGV[3])})
+redis.call('HSET', KEYS[1], id, event)
+redis.call('HSET', KEYS[2], string.lower(ARGV[2]), id)
+redis.call('INCR', KEYS[4])
+return id
