@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from services.common.catalog import CatalogStore
 from services.query.segments import SegmentIndex
+from services.query.ui_routes import ui_router
 
 
 class ApiError(Exception):
@@ -44,6 +45,7 @@ def build_api(catalog: CatalogStore, segments: SegmentIndex, lifespan=None) -> F
     api = FastAPI(title="postback segments query API", version="0.1.0", lifespan=lifespan)
     api.state.catalog = catalog
     api.state.segments = segments
+    api.include_router(ui_router)  # the Segments page at /ui (static files, services/query/ui/)
 
     @api.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError):

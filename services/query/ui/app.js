@@ -1,0 +1,534 @@
+// The Segments page. Plain ES modules, no build step; everything is drawn with DOM calls
+// (textContent, never innerHTML), so event names from users cannot inject markup.
+import { ApiError, QueryApi, describeError, readInstallIds } from "./api.js";
+import { drawDepositFunnel, drawEventBars } from "./chart.js";
+
+const KEY_STORAGE = "pbseg.apiKey"; // sessionStorage only: gone when the tab closes
+const POLL_MS = 3000;
+const CODE_RE = /^[A-Za-z0-9_]{1,64}$/;
+const RESERVED_RE = /^(install|reg|dep|dep_[0-9]+)$/;
+const fmt = new Intl.NumberFormat("en-US");
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  api: null,
+  events: [],
+  include: [],
+  exclude: [],
+  match: "all",
+  pendingDelete: null, // event id whose delete waits for a confirming click
+  countSeq: 0,
+  countAbort: null,
+  countTimer: null,
+  pollTimer: null,
+  refreshing: false,
+};
+
+// ---------------------------------------------------------------- small DOM helpers
+
+function h(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function showMessage(node, text) {
+  node.textContent = text || "";
+  node.hidden = !text;
+}
+
+function ordinalWord(n) {
+  const s = ["th", "st", "nd", "rd"], v = n % 100;
+  return n + (s[(v - 20) % 10] || s[v] || s[0]);
+}
+
+function typeLabel(e) {
+  const m = /^dep_(\d+)$/.exec(e.code);
+  if (m) return `${ordinalWord(Number(m[1]))} deposit`;
+  if (e.type === "CUSTOM") return "Custom";
+  return e.code === "dep" ? "System · 1st deposit" : "System";
+}
+
+function maskKey(key) {
+  return key.length > 10 ? `${key.slice(0, 8)}…${key.slice(-2)}` : "…";
+}
+
+// ---------------------------------------------------------------- sign in / out
+
+async function signIn(key, { silent = false } = {}) {
+  const api = new QueryApi(key);
+  $("signin-button").disabled = true;
+  try {
+    state.events = normaliseEvents(await api.segmentEvents());
+  } catch (err) {
+    $("signin-button").disabled = false;
+    sessionStorage.removeItem(KEY_STORAGE);
+    if (!silent || !(err instanceof ApiError && err.status === 401)) {
+      showMessage($("signin-error"), describeError(err));
+    }
+    return;
+  }
+  $("signin-button").disabled = false;
+  sessionStorage.setItem(KEY_STORAGE, key);
+  state.api = api;
+  $("api-key").value = "";
+  showMessage($("signin-error"), "");
+  $("signin-card").hidden = true;
+  $("app").hidden = false;
+  $("session").hidden = false;
+  $("keyhint").textContent = `key ${maskKey(key)}`;
+  renderEvents();
+  scheduleCount(0);
+  refreshRejected();
+  stamp();
+  startPolling();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_STORAGE);
+  state.api = null;
+  state.events = [];
+  state.include = [];
+  state.exclude = [];
+  stopPolling();
+  $("app").hidden = true;
+  $("session").hidden = true;
+  $("signin-card").hidden = false;
+  showMessage($("signin-error"), message || "");
+  $("api-key").focus();
+}
+
+/** A rejected key ends the session everywhere; other errors are shown where they happened. */
+function handle(err, node) {
+  if (err instanceof ApiError && err.status === 401) {
+    signOut("Your API key is no longer accepted (it may have been revoked). Sign in again.");
+    return;
+  }
+  if (err && err.name === "AbortError") return;
+  showMessage(node, describeError(err));
+}
+
+// ---------------------------------------------------------------- refresh loop
+
+function normaliseEvents(body) {
+  const list = body && Array.isArray(body.events) ? body.events : [];
+  return list.map((e) => ({ ...e, devices: Number(e.devices) || 0, status: e.status === 0 ? 0 : 1 }));
+}
+
+async function refreshEvents() {
+  try {
+    state.events = normaliseEvents(await state.api.segmentEvents());
+    showMessage($("events-error"), "");
+    renderEvents();
+    return true;
+  } catch (err) {
+    handle(err, $("events-error"));
+    return false;
+  }
+}
+
+async function refreshRejected() {
+  if (!state.api) return;
+  try {
+    const body = await state.api.rejected();
+    showMessage($("rejected-error"), "");
+    renderRejected(body && Array.isArray(body.rejected) ? body.rejected : []);
+  } catch (err) {
+    handle(err, $("rejected-error"));
+  }
+}
+
+async function refreshAll() {
+  if (!state.api || state.refreshing) return;
+  state.refreshing = true;
+  try {
+    if (await refreshEvents()) scheduleCount(0);
+    await refreshRejected();
+    stamp();
+  } finally {
+    state.refreshing = false;
+  }
+}
+
+function stamp() {
+  $("updated").textContent = `updated ${new Date().toLocaleTimeString("en-GB")}`;
+}
+
+function startPolling() {
+  stopPolling();
+  state.pollTimer = setInterval(() => {
+    if ($("live").checked && !document.hidden) refreshAll();
+  }, POLL_MS);
+}
+
+function stopPolling() {
+  if (state.pollTimer) clearInterval(state.pollTimer);
+  state.pollTimer = null;
+}
+
+// ---------------------------------------------------------------- events table
+
+function renderEvents() {
+  const body = $("events-body");
+  if (!state.events.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No events." })));
+  } else {
+    body.replaceChildren(...state.events.map(eventRow));
+  }
+  renderStats();
+  renderFilterOptions();
+  drawEventBars($("chart-events"), state.events);
+  drawDepositFunnel($("chart-funnel"), state.events);
+}
+
+function eventRow(e) {
+  const custom = e.type === "CUSTOM";
+  const url = e.postback_url || "";
+  const copy = h("button", { type: "button", class: "copy small-btn", "aria-label": `Copy the postback URL of ${e.code}`, text: "Copy" });
+  copy.addEventListener("click", () => copyText(url, copy));
+  const actions = h("td", { class: "actions" });
+  if (custom) {
+    const toggle = h("button", {
+      type: "button", class: "small-btn toggle",
+      text: e.status === 1 ? "Deactivate" : "Activate",
+      onclick: () => setActive(e, e.status !== 1, toggle),
+    });
+    actions.append(toggle);
+    if (state.pendingDelete === e.id) {
+      actions.append(
+        h("button", { type: "button", class: "small-btn danger confirm-delete", text: "Confirm delete", onclick: (ev) => deleteEvent(e, ev.currentTarget) }),
+        h("button", { type: "button", class: "small-btn cancel-delete", text: "Cancel", onclick: () => { state.pendingDelete = null; renderEvents(); } }),
+      );
+    } else {
+      actions.append(h("button", { type: "button", class: "small-btn delete", text: "Delete", onclick: () => { state.pendingDelete = e.id; renderEvents(); } }));
+    }
+  } else {
+    actions.append(h("span", { class: "muted small", text: "built in" }));
+  }
+  return h("tr", { "data-code": e.code, "data-type": e.type, class: e.status === 1 ? "" : "inactive" },
+    h("td", { class: "name", text: e.name || e.code }),
+    h("td", {}, h("code", { text: e.code })),
+    h("td", { class: "type" }, h("span", { class: `tag ${custom ? "tag-custom" : /^dep/.test(e.code) ? "tag-dep" : "tag-system"}`, text: typeLabel(e) })),
+    h("td", { class: "status" }, h("span", { class: `pill ${e.status === 1 ? "on" : "off"}`, text: e.status === 1 ? "Active" : "Inactive" })),
+    h("td", { class: "num devices", text: fmt.format(e.devices) }),
+    h("td", { class: "url-cell" }, h("code", { class: "url", title: url, text: url }), copy),
+    actions,
+  );
+}
+
+async function copyText(text, button) {
+  let ok = false;
+  try {
+    await navigator.clipboard.writeText(text);
+    ok = true;
+  } catch (_) {
+    // Plain-http hosts other than localhost have no async clipboard: fall back to a selection.
+    const area = h("textarea", { class: "offscreen", readonly: true });
+    area.value = text;
+    document.body.append(area);
+    area.select();
+    try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
+    area.remove();
+  }
+  button.textContent = ok ? "Copied" : "Select & copy";
+  button.classList.toggle("copied", ok);
+  setTimeout(() => { button.textContent = "Copy"; button.classList.remove("copied"); }, 1500);
+}
+
+async function setActive(e, active, button) {
+  button.disabled = true;
+  showMessage($("events-error"), "");
+  try {
+    await state.api.setActive(e.id, active);
+    await refreshEvents();
+  } catch (err) {
+    handle(err, $("events-error"));
+    button.disabled = false;
+  }
+}
+
+async function deleteEvent(e, button) {
+  button.disabled = true;
+  showMessage($("events-error"), "");
+  try {
+    await state.api.deleteEvent(e.id);
+    state.pendingDelete = null;
+    showMessage($("create-ok"), `Deleted “${e.name || e.code}”.`);
+    await refreshEvents();
+    scheduleCount(0);
+  } catch (err) {
+    handle(err, $("events-error"));
+    button.disabled = false;
+  }
+}
+
+function renderStats() {
+  const by = new Map(state.events.map((e) => [e.code, e]));
+  const all = by.get("install") ? by.get("install").devices : 0;
+  const pct = (n) => (all ? `${((100 * n) / all).toFixed(1)}% of devices` : "");
+  const reg = by.get("reg") ? by.get("reg").devices : 0;
+  const dep = by.get("dep") ? by.get("dep").devices : 0;
+  const custom = state.events.filter((e) => e.type === "CUSTOM");
+  $("stat-devices").textContent = fmt.format(all);
+  $("stat-reg").textContent = fmt.format(reg);
+  $("stat-reg-sub").textContent = pct(reg);
+  $("stat-dep").textContent = fmt.format(dep);
+  $("stat-dep-sub").textContent = pct(dep);
+  $("stat-custom").textContent = fmt.format(custom.length);
+  const active = custom.filter((e) => e.status === 1).length;
+  $("stat-custom-sub").textContent = custom.length ? `${active} active` : "create one below";
+}
+
+// ---------------------------------------------------------------- create
+
+function validateNew(name, code) {
+  if (!name) return "Give the event a name, e.g. “Lead form sent”.";
+  if (!code) return "Give the event a code: the word senders put in the postback URL, e.g. “lead”.";
+  if (!CODE_RE.test(code)) {
+    return `The code “${code}” can't be used: only letters, digits and _ are allowed, up to 64 characters.`;
+  }
+  if (RESERVED_RE.test(code)) {
+    return `“${code}” is reserved for system events (install, reg, dep and dep_<number>). Choose another code.`;
+  }
+  return null;
+}
+
+async function createEvent(ev) {
+  ev.preventDefault();
+  const name = $("new-name").value.trim();
+  const code = $("new-code").value.trim();
+  showMessage($("create-ok"), "");
+  const problem = validateNew(name, code);
+  if (problem) return showMessage($("create-error"), problem);
+  showMessage($("create-error"), "");
+  $("create-button").disabled = true;
+  try {
+    await state.api.createEvent(name, code);
+    $("new-name").value = "";
+    $("new-code").value = "";
+    showMessage($("create-ok"), `Created “${name}”. Postbacks with status ${code}_<account> are accepted within a second.`);
+    await refreshEvents();
+  } catch (err) {
+    handle(err, $("create-error"));
+  } finally {
+    $("create-button").disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- filter builder
+
+function filterBody() {
+  return { event_include: [...state.include], event_exclude: [...state.exclude], include_match: state.match };
+}
+
+function renderFilterOptions() {
+  const known = new Set(state.events.map((e) => e.code));
+  // An event deleted elsewhere leaves the filter rather than breaking the count.
+  state.include = state.include.filter((c) => known.has(c));
+  state.exclude = state.exclude.filter((c) => known.has(c));
+  fillSelect($("include-add"), "+ add an event that occurred");
+  fillSelect($("exclude-add"), "+ add an event that did NOT occur");
+  renderChips($("include-chips"), state.include, "include");
+  renderChips($("exclude-chips"), state.exclude, "exclude");
+  renderFilterText();
+}
+
+function fillSelect(select, prompt) {
+  const taken = new Set([...state.include, ...state.exclude]);
+  const options = [h("option", { value: "", text: prompt })];
+  for (const e of state.events) {
+    if (taken.has(e.code)) continue;
+    options.push(h("option", { value: e.code, text: `${e.name || e.code} (${e.code}) · ${fmt.format(e.devices)}` }));
+  }
+  select.replaceChildren(...options);
+  select.value = "";
+  select.disabled = options.length === 1;
+}
+
+function renderChips(container, codes, kind) {
+  if (!codes.length) {
+    container.replaceChildren(h("span", { class: "muted small chip-empty", text: kind === "include" ? "any device (no condition)" : "no condition" }));
+    return;
+  }
+  container.replaceChildren(...codes.map((code) => h("span", { class: `chip ${kind}`, "data-code": code },
+    h("span", { text: code }),
+    h("button", {
+      type: "button", class: "chip-x", "aria-label": `remove ${code}`, text: "×",
+      onclick: () => { removeCode(kind, code); },
+    }),
+  )));
+}
+
+function addCode(kind, code) {
+  if (!code) return;
+  const list = kind === "include" ? state.include : state.exclude;
+  if (!list.includes(code)) list.push(code);
+  renderFilterOptions();
+  scheduleCount();
+}
+
+function removeCode(kind, code) {
+  if (kind === "include") state.include = state.include.filter((c) => c !== code);
+  else state.exclude = state.exclude.filter((c) => c !== code);
+  renderFilterOptions();
+  scheduleCount();
+}
+
+function renderFilterText() {
+  const joiner = state.match === "all" ? " and " : " or ";
+  const inc = state.include.length ? `on which ${state.include.join(joiner)} occurred` : "";
+  const exc = state.exclude.length ? `on which ${state.exclude.join(" and ")} did not occur` : "";
+  let text;
+  if (!inc && !exc) text = "All devices of the account.";
+  else if (inc && exc) text = `Devices ${inc}, and ${exc}.`;
+  else text = `Devices ${inc || exc}.`;
+  $("filter-sentence").textContent = text;
+  $("filter-json").textContent = JSON.stringify(filterBody(), null, 2);
+}
+
+/** Debounced, and only the newest answer is shown: a slow old count never overwrites a new one. */
+function scheduleCount(delay = 200) {
+  if (state.countTimer) clearTimeout(state.countTimer);
+  state.countTimer = setTimeout(runCount, delay);
+}
+
+async function runCount() {
+  if (!state.api) return;
+  if (state.countAbort) state.countAbort.abort();
+  const abort = new AbortController();
+  state.countAbort = abort;
+  const seq = ++state.countSeq;
+  $("filter-count").classList.add("stale");
+  try {
+    const body = await state.api.count(filterBody(), abort.signal);
+    if (seq !== state.countSeq) return;
+    $("filter-count").textContent = fmt.format(body.count);
+    $("filter-count").dataset.count = String(body.count);
+    $("filter-count").classList.remove("stale");
+    showMessage($("filter-error"), "");
+  } catch (err) {
+    if (seq !== state.countSeq) return;
+    handle(err, $("filter-error"));
+  }
+}
+
+// ---------------------------------------------------------------- download
+
+function csvField(value) {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
+async function download() {
+  const button = $("download");
+  const status = $("download-status");
+  button.disabled = true;
+  showMessage($("filter-error"), "");
+  status.textContent = "Preparing…";
+  try {
+    const resp = await state.api.exportStream(filterBody());
+    const ids = await readInstallIds(resp, (n) => { status.textContent = `${fmt.format(n)} install ids…`; });
+    const csv = `install_id\r\n${ids.map(csvField).join("\r\n")}${ids.length ? "\r\n" : ""}`;
+    const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+    const when = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
+    const a = h("a", { href: url, download: `segment-${when}.csv`, class: "offscreen" });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    status.textContent = `Downloaded ${fmt.format(ids.length)} install ids.`;
+  } catch (err) {
+    status.textContent = "";
+    handle(err, $("filter-error"));
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- rejected postbacks
+
+const REASONS = {
+  unknown_event: "Unknown event code",
+  inactive_event: "Event is inactive",
+  unknown_account: "Unknown account",
+  bad_key: "Wrong or missing key",
+  invalid_key: "Wrong or missing key",
+  missing_id: "Installation id missing",
+  invalid_install_id: "Bad installation id",
+  missing_status: "Status missing",
+  invalid_status: "Bad status",
+  rate_limited: "Too many postbacks",
+};
+
+function reasonWords(code) {
+  if (REASONS[code]) return REASONS[code];
+  const words = String(code || "unknown").replaceAll("_", " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+function ago(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.round(s / 60)} min ago`;
+  if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+function renderRejected(list) {
+  const body = $("rejected-body");
+  $("rejected-note").textContent = list.length ? `${fmt.format(list.length)} most recent` : "";
+  if (!list.length) {
+    body.replaceChildren(h("tr", {}, h("td", { colspan: 5, class: "muted", text: "Nothing rejected recently." })));
+    return;
+  }
+  body.replaceChildren(...list.map((r) => {
+    const at = Number(r.at || r.received_at || 0);
+    return h("tr", { "data-reason": r.reason || "" },
+      h("td", { class: "when", title: at ? new Date(at).toISOString() : "", text: at ? ago(at) : "–" }),
+      h("td", { text: r.stage || "" }),
+      h("td", { class: "reason" }, h("span", { class: "reason-words", text: reasonWords(r.reason) }), h("code", { class: "reason-code", text: r.reason || "" })),
+      h("td", { class: "message", text: r.message || "" }),
+      h("td", { class: "raw" }, h("code", { title: r.raw || "", text: r.raw || "" })),
+    );
+  }));
+}
+
+// ---------------------------------------------------------------- wiring
+
+function wire() {
+  $("signin-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const key = $("api-key").value.trim();
+    if (!key) return showMessage($("signin-error"), "Paste your API key first.");
+    signIn(key);
+  });
+  $("signout").addEventListener("click", () => signOut(""));
+  $("refresh").addEventListener("click", () => refreshAll());
+  $("create-form").addEventListener("submit", createEvent);
+  $("include-add").addEventListener("change", (ev) => addCode("include", ev.target.value));
+  $("exclude-add").addEventListener("change", (ev) => addCode("exclude", ev.target.value));
+  for (const radio of document.querySelectorAll('input[name="include-match"]')) {
+    radio.addEventListener("change", (ev) => { state.match = ev.target.value; renderFilterText(); scheduleCount(); });
+  }
+  $("clear-filter").addEventListener("click", () => {
+    state.include = [];
+    state.exclude = [];
+    renderFilterOptions();
+    scheduleCount(0);
+  });
+  $("download").addEventListener("click", download);
+  $("live").addEventListener("change", () => { if ($("live").checked) refreshAll(); });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && state.api) refreshAll(); });
+
+  const saved = sessionStorage.getItem(KEY_STORAGE);
+  if (saved) signIn(saved, { silent: true });
+  else $("api-key").focus();
+}
+
+wire();

@@ -1,0 +1,89 @@
+// Inline SVG charts, drawn with DOM calls only (no library, no innerHTML).
+
+const SVG = "http://www.w3.org/2000/svg";
+const fmt = new Intl.NumberFormat("en-US");
+
+function el(name, attrs = {}, text) {
+  const node = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svgRoot(width, height, label) {
+  return el("svg", { viewBox: `0 0 ${width} ${height}`, width: "100%", role: "img", "aria-label": label, preserveAspectRatio: "xMinYMin meet" });
+}
+
+function empty(container, words) {
+  const p = document.createElement("p");
+  p.className = "muted small";
+  p.textContent = words;
+  container.replaceChildren(p);
+}
+
+/** Horizontal bars: one per event (system and custom), longest = most devices. */
+export function drawEventBars(container, events) {
+  const rows = events.filter((e) => !/^dep_\d+$/.test(e.code));
+  if (!rows.length) return empty(container, "No events yet.");
+  const width = 560, rowH = 26, labelW = 150, valueW = 70, top = 4;
+  const height = top + rows.length * rowH + 4;
+  const max = Math.max(1, ...rows.map((e) => e.devices || 0));
+  const svg = svgRoot(width, height, "Devices per event");
+  rows.forEach((e, i) => {
+    const y = top + i * rowH;
+    const barMax = width - labelW - valueW;
+    const w = Math.max(e.devices ? 2 : 0, Math.round(((e.devices || 0) / max) * barMax));
+    const g = el("g", { class: `bar ${e.type === "CUSTOM" ? "custom" : "system"}${e.status === 0 ? " inactive" : ""}`, "data-code": e.code });
+    g.append(
+      el("text", { x: labelW - 8, y: y + rowH / 2 + 4, "text-anchor": "end", class: "bar-label" }, e.code),
+      el("rect", { x: labelW, y: y + 4, width: barMax, height: rowH - 8, rx: 4, class: "bar-track" }),
+      el("rect", { x: labelW, y: y + 4, width: w, height: rowH - 8, rx: 4, class: "bar-fill" }),
+      el("text", { x: labelW + w + 6, y: y + rowH / 2 + 4, class: "bar-value" }, fmt.format(e.devices || 0)),
+    );
+    g.append(el("title", {}, `${e.name} (${e.code}): ${fmt.format(e.devices || 0)} devices`));
+    svg.append(g);
+  });
+  container.replaceChildren(svg);
+}
+
+/**
+ * The deposit ordinals as a funnel: all devices -> dep -> dep_2 -> dep_3 ...
+ * Each step shows its devices and the share of the step before it.
+ */
+export function drawDepositFunnel(container, events) {
+  const byCode = new Map(events.map((e) => [e.code, e]));
+  const steps = [];
+  if (byCode.has("install")) steps.push({ code: "install", label: "all devices", devices: byCode.get("install").devices || 0 });
+  if (byCode.has("dep")) steps.push({ code: "dep", label: "1st deposit", devices: byCode.get("dep").devices || 0 });
+  const ordinals = events
+    .map((e) => ({ e, m: /^dep_(\d+)$/.exec(e.code) }))
+    .filter((x) => x.m)
+    .sort((a, b) => Number(a.m[1]) - Number(b.m[1]));
+  for (const { e, m } of ordinals) steps.push({ code: e.code, label: `${ordinal(Number(m[1]))} deposit`, devices: e.devices || 0 });
+  if (steps.length < 2) return empty(container, "No deposits yet.");
+  const width = 560, rowH = 34, top = 4, center = 250, maxW = 230;
+  const height = top + steps.length * rowH + 4;
+  const max = Math.max(1, steps[0].devices, ...steps.map((s) => s.devices));
+  const svg = svgRoot(width, height, "Deposit funnel");
+  steps.forEach((s, i) => {
+    const y = top + i * rowH;
+    const w = Math.max(s.devices ? 4 : 1, Math.round((s.devices / max) * maxW));
+    const prev = i > 0 ? steps[i - 1].devices : null;
+    const share = prev ? `${((100 * s.devices) / prev).toFixed(prev >= 1000 ? 1 : 0)}% of previous` : "";
+    const g = el("g", { class: `step step-${i}`, "data-code": s.code, "data-devices": s.devices });
+    g.append(
+      el("text", { x: 8, y: y + rowH / 2 + 1, class: "step-label" }, s.label),
+      el("text", { x: 8, y: y + rowH / 2 + 14, class: "step-code" }, s.code),
+      el("rect", { x: center - w / 2, y: y + 4, width: w, height: rowH - 8, rx: 5, class: "step-fill" }),
+      el("text", { x: center + maxW / 2 + 10, y: y + rowH / 2 + 4, class: "step-value" }, fmt.format(s.devices)),
+      el("text", { x: width - 4, y: y + rowH / 2 + 4, "text-anchor": "end", class: "step-share" }, share),
+    );
+    svg.append(g);
+  });
+  container.replaceChildren(svg);
+}
+
+function ordinal(n) {
+  const s = ["th", "st", "nd", "rd"], v = n % 100;
+  return n + (s[(v - 20) % 10] || s[v] || s[0]);
+}
