@@ -67,7 +67,8 @@ class PartitionKeys:
         return f"{self.tag}:applied:{topic}"
 
     def device(self, account_id: int, install_id: str) -> str:
-        """Hash: '#' -> dense device number; '<event code>' -> 'first_ms:last_ms:count'."""
+        """Hash: '#' -> dense device number; '<event code>' -> 'first_ms:last_ms:count', or just
+        'first_ms' while the event occurred once (compact form; `parse_event_value` reads both)."""
         return f"{self.tag}:d:{account_id}:{install_id}"
 
     def device_seq(self, account_id: int) -> str:
@@ -117,3 +118,15 @@ class RejectedKeys:
 
 
 NAMES_BUCKET = 512
+
+
+def parse_event_value(value: str | bytes) -> tuple[int, int, int]:
+    """A device-hash event value -> (first_ms, last_ms, count). Raises ValueError when malformed."""
+    text = value.decode() if isinstance(value, bytes) else value
+    parts = text.split(":")
+    if len(parts) == 1:
+        first = int(parts[0])
+        return first, first, 1
+    if len(parts) == 3:
+        return int(parts[0]), int(parts[1]), int(parts[2])
+    raise ValueError(f"not a device event value: {text!r}")

@@ -1,40 +1,130 @@
-"""The processor as a Faust app (run with `faust -A services.processor.app worker`)."""
+"""The processor as a Faust app: `faust -A services.processor.app worker --without-web`.
+
+Faust provides the app and the worker lifecycle (signals, start-up, shutdown); the postbacks
+topic is consumed in batches by aiokafka inside the `ProcessorService` (see pipeline.py for why).
+This module is the one wiring place of the processor."""
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
-import orjson
+import mode
+import structlog
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 
 from services.common.clock import SystemClock
 from services.common.logs import configure_logging
-from services.common.models import PostbackRecord
-from services.common.redis_conn import async_redis
+from services.common.redis_conn import async_redis, check_redis
+from services.processor import metrics
+from services.processor.decoding import rejection_labels
+from services.processor.outbox import OutboxDrain
+from services.processor.pipeline import PostbackPipeline
 from services.processor.settings import ProcessorSettings
 from services.processor.store import DeviceStateStore
+from services.processor.web import build_web_app
 
 settings = ProcessorSettings()
 configure_logging(settings.log_level, settings.log_format)
-clock = SystemClock()
+log = structlog.get_logger("processor")
 
 app = faust.App(
-    settings.consumer_group,
+    f"{settings.consumer_group}-worker",
     broker=f"kafka://{settings.kafka_bootstrap_servers}",
     store="memory://",
-    web_port=settings.web_port,
-    web_host="127.0.0.1",
-    topic_partitions=settings.postbacks_partitions,
+    web_enabled=False,
+    datadir=settings.datadir,
     topic_allow_declare=False,
-    consumer_auto_offset_reset="earliest",
+    topic_disable_leader=True,
+    consumer_auto_offset_reset="latest",
+    broker_session_timeout=settings.session_timeout_ms / 1000,
+    broker_heartbeat_interval=max(settings.session_timeout_ms / 3000, 0.5),
 )
-postbacks = app.topic(settings.topic_postbacks, value_type=bytes, value_serializer="raw", key_serializer="raw")
-store = DeviceStateStore(
-    async_redis(settings.redis_url), settings.key_prefix, settings.topic_postbacks,
-    int(settings.tid_retention_days * 86_400_000),
-)
+# The low-volume stream Faust consumes itself: every rejection (ingress and processor), as
+# metrics by stage and reason - what an operator watches to see bad senders.
+rejected_topic = app.topic(settings.topic_rejected, value_type=bytes, value_serializer="raw", key_serializer="raw")
 
 
-@app.agent(postbacks)
-async def apply_postbacks(stream):
-    async for event in stream.events():
-        record = PostbackRecord.model_validate(orjson.loads(event.value))
-        await store.apply(event.message.partition, [(event.message.offset, record)], clock.now_ms())
+@app.agent(rejected_topic)
+async def observe_rejections(stream):
+    async for value in stream:
+        stage, reason = rejection_labels(value)
+        metrics.REJECTIONS_SEEN.labels(stage, reason).inc()
+
+
+def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.consumer_group, client_id="pbseg-processor",
+        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
+        session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 3, 500),
+        fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap_servers, client_id="pbseg-processor", acks="all",
+        enable_idempotence=True, linger_ms=5, max_batch_size=512 * 1024,
+    )
+    return consumer, producer
+
+
+@app.service
+class ProcessorService(mode.Service):
+    """Owns the Redis client, the Kafka clients, the pipeline, the outbox drain and the web port."""
+
+    async def on_start(self) -> None:
+        self.redis = async_redis(settings.redis_url)
+        await check_redis(self.redis, settings.redis_url)
+        self.store = DeviceStateStore(self.redis, settings.key_prefix, settings.topic_postbacks,
+                                      int(settings.tid_retention_days * 86_400_000))
+        self.consumer, self.producer = build_kafka_clients(settings)
+        try:
+            await self.producer.start()
+            await self.consumer.start()
+        except KafkaConnectionError as exc:
+            raise SystemExit(f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({exc}). "
+                             "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS.") from exc
+        self.pipeline = PostbackPipeline(self.consumer, self.producer, self.store, SystemClock(),
+                                         settings.topic_postbacks, settings.topic_rejected, settings.max_batch)
+        self.pipeline.subscribe()
+        self.drain = OutboxDrain(self.store, self.producer, settings.topic_device_events,
+                                 lambda: set(self.pipeline.owned_partitions), settings.outbox_batch)
+        self.runner = web.AppRunner(build_web_app(self._ready))
+        await self.runner.setup()
+        await web.TCPSite(self.runner, settings.web_host, settings.web_port).start()
+        log.info("processor_started", topic=settings.topic_postbacks, group=settings.consumer_group,
+                 prefix=settings.key_prefix, web=f"http://{settings.web_host}:{settings.web_port}")
+
+    async def _ready(self) -> tuple[bool, str]:
+        try:
+            await self.redis.ping()
+        except Exception as exc:  # noqa: BLE001 - reported, not raised
+            return False, f"redis: {exc}"
+        if not self.pipeline.ready.is_set():
+            return False, "consumer has not joined its group yet"
+        return True, f"partitions {sorted(self.pipeline.owned_partitions)}"
+
+    @mode.Service.task
+    async def _consume(self) -> None:
+        await self._guard("pipeline", self.pipeline.run())
+
+    @mode.Service.task
+    async def _publish(self) -> None:
+        await self._guard("outbox", self.drain.run())
+
+    async def _guard(self, name: str, coro) -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Safe to stop: every applied batch is atomic with its watermark; a restart resumes there.
+            log.error("processor_failed", part=name, error=repr(exc))
+            await self.crash(exc)
+
+    async def on_stop(self) -> None:
+        for closer in (self.consumer.stop, self.producer.stop, self.runner.cleanup, self.redis.aclose):
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - best effort on shutdown
+                pass

@@ -7,5 +7,16 @@ from services.common.settings import CommonSettings
 
 class ProcessorSettings(CommonSettings):
     consumer_group: str = Field("pbseg-processor", alias="PROCESSOR_GROUP")
+    # Recorded tids are kept at least this long (the floor is 30 days).
     tid_retention_days: float = Field(30.0, alias="PROCESSOR_TID_RETENTION_DAYS", ge=30.0)
-    web_port: int = Field(6066, alias="PROCESSOR_WEB_PORT")
+    # /metrics (Prometheus), /healthz and /readyz are served here.
+    web_port: int = Field(6066, alias="PROCESSOR_WEB_PORT", ge=0, le=65535)
+    web_host: str = Field("127.0.0.1", alias="PROCESSOR_WEB_HOST")
+    # Records fetched per poll (all partitions) and so the largest batch one poll applies.
+    max_batch: int = Field(5000, alias="PROCESSOR_MAX_BATCH", ge=1, le=100_000)
+    # Outbox records published per partition per drain round.
+    outbox_batch: int = Field(2000, alias="PROCESSOR_OUTBOX_BATCH", ge=1, le=100_000)
+    # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
+    # Faust's working directory (it keeps nothing we need: the state lives in Redis).
+    datadir: str = Field("/tmp/pbseg-processor", alias="PROCESSOR_DATADIR")
+    session_timeout_ms: int = Field(6000, alias="PROCESSOR_SESSION_TIMEOUT_MS", ge=1000)

@@ -1,28 +1,42 @@
-"""Redis adapter of the processor: applies batches through apply_batch.lua."""
+"""Redis adapter of the processor: the apply script, watermarks, the outbox, partition wipes."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys
-from services.common.models import PostbackRecord
+from services.processor.planning import PartitionBatch
 
 _SCRIPT = (Path(__file__).parent / "apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True)
 class BatchResult:
+    partition: int
     applied: int
     skipped_offsets: int
     duplicate_tids: int
+    outbox_records: int
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    entry_id: str
+    key: bytes
+    value: bytes
 
 
 class DeviceStateStore:
-    """Applies postbacks of one partition atomically together with the applied-offset watermark.
-    Idempotent: offsets at or below the watermark change nothing."""
+    """Device state of the partitions of one postbacks topic.
+
+    `apply_batches` is atomic per partition batch (one Lua script each, pipelined in one round
+    trip) together with that partition's applied-offset watermark, and idempotent: offsets at or
+    below the watermark change nothing. Raises redis errors unchanged (the caller stops and
+    the batch is redelivered from the watermark)."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, topic: str, tid_retention_ms: int):
         self.redis = redis
@@ -31,11 +45,56 @@ class DeviceStateStore:
         self.tid_retention_ms = tid_retention_ms
         self._script = redis.register_script(_SCRIPT)
 
-    async def apply(self, partition: int, batch: list[tuple[int, PostbackRecord]], now_ms: int) -> BatchResult:
-        keys = PartitionKeys(self.prefix, partition)
-        argv: list = [keys.tag, self.tid_retention_ms, now_ms]
-        for offset, r in batch:
-            argv += [offset, r.event_id, r.account_id, r.install_id, r.event, r.occurred_at,
-                     r.tid or "", r.amount or "", r.currency or "", ""]
-        applied, skipped, dups = await self._script(keys=[keys.applied_offset(self.topic)], args=argv)
-        return BatchResult(int(applied), int(skipped), int(dups))
+    def keys(self, partition: int) -> PartitionKeys:
+        return PartitionKeys(self.prefix, partition)
+
+    async def apply_batches(self, batches: Sequence[PartitionBatch], now_ms: int, emit: bool = True) -> list[BatchResult]:
+        if not batches:
+            return []
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for b in batches:
+                keys = self.keys(b.partition)
+                argv = [keys.tag, self.tid_retention_ms, now_ms, b.last_offset, "1" if emit else "0", *b.args]
+                await self._script(keys=[keys.applied_offset(self.topic)], args=argv, client=pipe)
+            replies = await pipe.execute()
+        return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
+
+    async def watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Highest applied offset per partition; -1 when nothing was applied yet."""
+        if not partitions:
+            return {}
+        values = await self.redis.mget([self.keys(p).applied_offset(self.topic) for p in partitions])
+        return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
+
+    async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
+        """Oldest `count` device-event records of the partition's outbox, in order."""
+        rows = await self.redis.xrange(self.keys(partition).outbox, "-", "+", count=count)
+        return [OutboxEntry(eid.decode(), fields[b"k"], fields[b"v"]) for eid, fields in rows]
+
+    async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
+        """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked them)."""
+        ms, seq = last_entry_id.split("-")
+        return await self.redis.xtrim(self.keys(partition).outbox, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+
+    async def outbox_length(self, partition: int) -> int:
+        return await self.redis.xlen(self.keys(partition).outbox)
+
+    async def wipe_partition(self, partition: int, scan_count: int = 2000) -> int:
+        """Delete every key of the partition's hash tag (devices, bitmaps, tids, outbox,
+        watermarks). Not atomic: run it only while no processor works on this prefix."""
+        deleted = 0
+        pattern = self.keys(partition).tag.replace("{", "\\{").replace("}", "\\}") + ":*"
+        async for chunk in _chunks(self.redis.scan_iter(match=pattern, count=scan_count), 1000):
+            deleted += await self.redis.unlink(*chunk)
+        return deleted
+
+
+async def _chunks(aiter, size: int):
+    chunk = []
+    async for item in aiter:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
