@@ -1,67 +1,69 @@
-"""HTTP API of the query service (FastAPI)."""
+"""HTTP API of the query service (FastAPI): wires routers, errors, health and metrics.
+
+The Segments page (services/query/ui_routes.py) is mounted by `build_api` too; the API
+routes know nothing about it.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from fastapi import Depends, FastAPI, Header, Request
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from services.common.catalog import CatalogStore
+from services.common.clock import Clock, SystemClock
+from services.query import device_routes, event_routes, segment_routes
+from services.query.devices import DeviceLookup
+from services.query.errors import install_error_handlers
+from services.query.metrics import HttpMetrics
+from services.query.rejected import RejectedLog
 from services.query.segments import SegmentIndex
+from services.query.settings import QuerySettings
 from services.query.ui_routes import ui_router
 
+DESCRIPTION = """Custom events (PushExpress v2 shape), segment analytics and device selection.
 
-class ApiError(Exception):
-    def __init__(self, status: int, error: str, message: str):
-        self.status, self.error, self.message = status, error, message
-
-
-class SegmentFilter(BaseModel):
-    event_include: list[str] = Field(default_factory=list, max_length=64)
-    event_exclude: list[str] = Field(default_factory=list, max_length=64)
-    include_match: Literal["all", "any"] = "all"
+Authenticate with `Authorization: Bearer <api key>` (`pbseg accounts create`). Every error is
+JSON `{"error": "<machine code>", "message": "..."}`. Limits: 64 codes per include/exclude list,
+5,000 devices per page, event list offset at most 10,000, 10,000 custom events per account."""
 
 
-class CountResponse(BaseModel):
-    count: int
-
-
-async def account_id(request: Request, authorization: Annotated[str | None, Header()] = None) -> int:
-    """The account of the bearer API key; 401 when missing or wrong."""
-    if not authorization or not authorization.startswith("Bearer "):
-        raise ApiError(401, "unauthorized", "send `Authorization: Bearer <api key>`")
-    found = await request.app.state.catalog.account_for_api_key(authorization[7:].strip())
-    if found is None:
-        raise ApiError(401, "unauthorized", "the API key is not valid")
-    return found
-
-
-Account = Annotated[int, Depends(account_id)]
-
-
-def build_api(catalog: CatalogStore, segments: SegmentIndex, lifespan=None) -> FastAPI:
-    api = FastAPI(title="postback segments query API", version="0.1.0", lifespan=lifespan)
+def build_api(settings: QuerySettings, catalog: CatalogStore, segments: SegmentIndex, devices: DeviceLookup,
+              rejected: RejectedLog, registry: CollectorRegistry | None = None, clock: Clock | None = None,
+              lifespan=None) -> FastAPI:
+    registry = registry or CollectorRegistry()
+    api = FastAPI(title="postback segments query API", version="2.0.0", description=DESCRIPTION, lifespan=lifespan)
+    api.state.settings = settings
     api.state.catalog = catalog
     api.state.segments = segments
-    api.include_router(ui_router)  # the Segments page at /ui (static files, services/query/ui/)
+    api.state.devices = devices
+    api.state.rejected = rejected
+    api.state.registry = registry
+    api.state.clock = clock or SystemClock()
+    install_error_handlers(api)
+    api.add_middleware(HttpMetrics, registry=registry)
 
-    @api.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError):
-        return JSONResponse({"error": exc.error, "message": exc.message}, status_code=exc.status)
-
-    @api.get("/healthz")
+    @api.get("/healthz", tags=["operations"])
     async def healthz():
+        """The process is alive."""
         return {"status": "ok"}
 
-    @api.get("/readyz")
+    @api.get("/readyz", tags=["operations"])
     async def readyz():
-        await catalog.redis.ping()
-        return {"ready": True}
+        """Ready when Redis answers; reports whether the rejected-postbacks feed is running."""
+        try:
+            await catalog.redis.ping()
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"error": "not_ready", "message": f"Redis does not answer: {exc}"}, status_code=503)
+        feed = getattr(api.state, "rejected_feed", None)
+        return {"ready": True, "rejected_feed": bool(feed and feed.running)}
 
-    @api.post("/api/b/v2/segments/count", response_model=CountResponse)
-    async def count(body: SegmentFilter, account: Account) -> CountResponse:
-        return CountResponse(count=await segments.count(account, body.event_include, body.event_exclude, body.include_match))
+    @api.get("/metrics", tags=["operations"], response_class=Response)
+    async def metrics():
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    api.include_router(event_routes.router)
+    api.include_router(segment_routes.router)
+    api.include_router(device_routes.router)
+    api.include_router(ui_router)  # the Segments page at /ui (static files, services/query/ui/)
     return api

@@ -2,16 +2,50 @@
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
+import structlog
+from prometheus_client import CollectorRegistry
+
 from services.common.catalog import CatalogStore
 from services.common.logs import configure_logging
-from services.common.redis_conn import async_redis
+from services.common.redis_conn import async_redis, check_redis
 from services.query.api import build_api
+from services.query.devices import DeviceLookup
+from services.query.rejected import RejectedFeed, RejectedLog
 from services.query.segments import SegmentIndex
 from services.query.settings import QuerySettings
+
+log = structlog.get_logger("query")
 
 
 def create_app(settings: QuerySettings | None = None):
     settings = settings or QuerySettings()
     configure_logging(settings.log_level, settings.log_format)
     redis = async_redis(settings.redis_url)
-    return build_api(CatalogStore(redis, settings.key_prefix), SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions))
+    registry = CollectorRegistry()
+    rejected = RejectedLog(redis, settings.key_prefix, settings.topic_rejected, settings.rejected_keep,
+                           int(settings.rejected_ttl_days * 86_400_000))
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await check_redis(redis, settings.redis_url)
+        feed = None
+        if settings.rejected_feed:
+            feed = RejectedFeed(rejected, settings.kafka_bootstrap_servers, registry)
+            app.state.rejected_feed = feed
+            feed.start()
+        log.info("query_started", prefix=settings.key_prefix, partitions=settings.postbacks_partitions)
+        try:
+            yield
+        finally:
+            if feed:
+                await feed.stop()
+            await redis.aclose()
+
+    return build_api(
+        settings, CatalogStore(redis, settings.key_prefix),
+        SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions),
+        DeviceLookup(redis, settings.key_prefix, settings.postbacks_partitions),
+        rejected, registry=registry, lifespan=lifespan,
+    )

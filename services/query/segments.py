@@ -1,34 +1,104 @@
-"""Read side: segment counts over the per-partition bitmaps."""
+"""Read side: segment counts and device pages over the per-partition bitmaps (Redis adapter).
+
+Reads only. Each partition's work is one Lua script (BITOP over that partition's bitmaps into
+a scratch key it deletes before returning), so a query never blocks the processor for longer
+than one partition's BITOPs, and the layout works on Redis Cluster unchanged.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys
+from services.query.filters import Cursor, SegmentFilter, deposit_ordinal
 
-_COUNT = (Path(__file__).parent / "segment_count.lua").read_text()
+_HERE = Path(__file__).parent
+_PRELUDE = (_HERE / "segment_filter.lua").read_text()
+_COUNT = _PRELUDE + (_HERE / "segment_count.lua").read_text()
+_PAGE = _PRELUDE + (_HERE / "segment_page.lua").read_text()
+
+
+@dataclass(frozen=True)
+class DevicePage:
+    install_ids: list[str]
+    next_cursor: Cursor | None
 
 
 class SegmentIndex:
-    """Counts devices matching include/exclude filters. Reads only; never blocks writers for
-    longer than one BITOP over one partition's bitmaps."""
+    """Counts and lists devices matching include/exclude filters."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, partitions: int):
         self.redis = redis
         self.prefix = prefix
         self.partitions = partitions
         self._count = redis.register_script(_COUNT)
+        self._page = redis.register_script(_PAGE)
 
-    async def count(self, account_id: int, include: list[str], exclude: list[str], match: str = "all") -> int:
-        total = 0
+    def _args(self, keys: PartitionKeys, account_id: int, f: SegmentFilter) -> tuple[list[str], list]:
+        scratch = f"{keys.tag}:scratch:{os.urandom(8).hex()}"
+        return [scratch], [keys.tag, account_id, f.include_match, len(f.event_include), len(f.event_exclude),
+                           *f.event_include, *f.event_exclude]
+
+    async def count(self, account_id: int, f: SegmentFilter) -> int:
+        """Matching devices summed over partitions; one pipelined round trip."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
-                keys = PartitionKeys(self.prefix, p)
-                scratch = f"{keys.tag}:scratch:{os.urandom(6).hex()}"
-                await self._count(keys=[scratch], args=[keys.tag, account_id, match, len(include), *include, *exclude], client=pipe)
-            for value in await pipe.execute():
-                total += int(value)
-        return total
+                keys, args = self._args(PartitionKeys(self.prefix, p), account_id, f)
+                await self._count(keys=keys, args=args, client=pipe)
+            return sum(int(v) for v in await pipe.execute())
+
+    async def page(self, account_id: int, f: SegmentFilter, start: Cursor | None, limit: int) -> DevicePage:
+        """Up to `limit` matching devices from `start` on, in (partition, device number) order.
+        Device numbers only grow, so walking with the cursor returns every device that matched
+        for the whole walk exactly once; the last page may be empty."""
+        fp = f.fingerprint()
+        partition, position = (start.partition, start.position) if start else (0, 0)
+        found: list[str] = []
+        while partition < self.partitions:
+            keys, args = self._args(PartitionKeys(self.prefix, partition), account_id, f)
+            reply = await self._page(keys=keys, args=[*args, position, limit - len(found)])
+            nxt = int(reply[0])
+            found += [v.decode() if isinstance(v, bytes) else str(v) for v in reply[2::2] if v]
+            if nxt >= 0:
+                return DevicePage(found, Cursor(partition, nxt, fp))
+            partition, position = partition + 1, 0
+            if len(found) == limit:
+                return DevicePage(found, Cursor(partition, 0, fp) if partition < self.partitions else None)
+        return DevicePage(found, None)
+
+    async def walk(self, account_id: int, f: SegmentFilter, page_size: int = 5_000) -> AsyncIterator[list[str]]:
+        """Every matching device, page by page (for the export)."""
+        cursor: Cursor | None = None
+        while True:
+            page = await self.page(account_id, f, cursor, page_size)
+            if page.install_ids:
+                yield page.install_ids
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def seen_codes(self, account_id: int) -> set[str]:
+        """Every code with a bitmap in any partition of the account."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.smembers(PartitionKeys(self.prefix, p).segment_codes(account_id))
+            sets = await pipe.execute()
+        return {c.decode() if isinstance(c, bytes) else c for s in sets for c in s}
+
+    async def max_deposit_ordinal(self, account_id: int) -> int:
+        return max((n for c in await self.seen_codes(account_id) if (n := deposit_ordinal(c)) is not None), default=1)
+
+    async def device_counts(self, account_id: int, codes: list[str]) -> dict[str, int]:
+        """Devices on which each code occurred (BITCOUNT per code and partition, one pipeline)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for code in codes:
+                for p in range(self.partitions):
+                    pipe.bitcount(PartitionKeys(self.prefix, p).segment(account_id, code))
+            values = await pipe.execute()
+        n = self.partitions
+        return {code: sum(values[i * n:(i + 1) * n]) for i, code in enumerate(codes)}

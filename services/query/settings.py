@@ -8,3 +8,8 @@ from services.common.settings import CommonSettings
 class QuerySettings(CommonSettings):
     # Base of the postback URLs shown to users on the Segments page.
     postback_base_url: str = Field("http://127.0.0.1:8080", alias="QUERY_POSTBACK_BASE_URL")
+    # Rejected postbacks kept per account: the newest N, and for D days after the last one.
+    rejected_keep: int = Field(1000, alias="QUERY_REJECTED_KEEP", ge=1, le=100_000)
+    rejected_ttl_days: float = Field(7, alias="QUERY_REJECTED_TTL_DAYS", gt=0)
+    # Off: the service does not consume the rejected topic (e.g. tests of the HTTP API alone).
+    rejected_feed: bool = Field(True, alias="QUERY_REJECTED_FEED")

@@ -1,0 +1,52 @@
+"""Every error is JSON {"error": <machine code>, "message": <for people>}; bad input is a 4xx."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common.catalog import CatalogError
+
+_STATUS = {
+    "event_not_found": 404, "device_not_found": 404, "duplicate_code": 409, "event_limit": 409,
+    "reserved_code": 422, "system_event": 403, "code_immutable": 409, "unknown_account": 404,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, message: str, **extra):
+        self.status, self.error, self.message, self.extra = status, error, message, extra
+
+
+def error_response(status: int, error: str, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message, **extra}, status_code=status)
+
+
+def _describe(errors: list[dict]) -> str:
+    parts = []
+    for e in errors[:5]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{where}: {e.get('msg', 'invalid')}")
+    return "; ".join(parts)
+
+
+def install_error_handlers(api: FastAPI) -> None:
+    @api.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError):
+        return error_response(exc.status, exc.error, exc.message, **exc.extra)
+
+    @api.exception_handler(CatalogError)
+    async def _catalog_error(_: Request, exc: CatalogError):
+        return error_response(_STATUS.get(exc.error, 409), exc.error, exc.message)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError):
+        return error_response(422, "validation_error", _describe(exc.errors()))
+
+    @api.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse({"error": code, "message": str(exc.detail)}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))

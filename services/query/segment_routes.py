@@ -1,0 +1,80 @@
+"""Segments API: overview, count, device pages and NDJSON export (/api/b/v2/segments)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from services.query import event_views as views
+from services.query.auth import Account
+from services.query.errors import ApiError
+from services.query.filters import CursorError, DevicePageRequest, SegmentFilter, decode_cursor, unknown_codes
+from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents
+from services.query.segments import SegmentIndex
+
+router = APIRouter(prefix="/api/b/v2/segments", tags=["segments"],
+                   responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}})
+
+
+def _index(request: Request) -> SegmentIndex:
+    return request.app.state.segments
+
+
+async def _checked(request: Request, account: int, f: SegmentFilter) -> SegmentFilter:
+    """422 naming every code that is not an event of the account."""
+    custom = {e.code for e in await request.app.state.catalog.custom_events(account)} if f.codes() else set()
+    unknown = unknown_codes(f.codes(), custom)
+    if unknown:
+        raise ApiError(422, "unknown_events", "unknown event codes: " + ", ".join(unknown), unknown_codes=unknown)
+    return f.normalized()
+
+
+@router.get("/events", response_model=SegmentEvents)
+async def segment_events(account: Account, request: Request) -> SegmentEvents:
+    """Every event of the account with its device count and ready postback URL: system events,
+    then the deposit ordinals dep_2 .. the highest seen, then custom events."""
+    catalog, index = request.app.state.catalog, _index(request)
+    custom, max_ordinal, meta = await asyncio.gather(
+        catalog.custom_events(account), index.max_deposit_ordinal(account), catalog.get_account(account))
+    rows = views.overview_rows(custom, max_ordinal)
+    counts = await index.device_counts(account, [r.code for r in rows])
+    base, secret = request.app.state.settings.postback_base_url, (meta or {}).get("secret")
+    return SegmentEvents(events=[{**r.as_dict(), "devices": counts[r.code],
+                                  "postback_url": views.postback_url(base, r.code, account, secret)} for r in rows])
+
+
+@router.post("/count", response_model=CountOut)
+async def count(body: SegmentFilter, account: Account, request: Request) -> CountOut:
+    f = await _checked(request, account, body)
+    return CountOut(count=await _index(request).count(account, f))
+
+
+@router.post("/devices", response_model=DevicePageOut)
+async def devices(body: DevicePageRequest, account: Account, request: Request) -> DevicePageOut:
+    """One page of matching install ids. Pages are stable: walking them with `next_cursor`
+    returns every device that matched for the whole walk exactly once."""
+    f = await _checked(request, account, body.segment_filter())
+    index = _index(request)
+    try:
+        start = decode_cursor(body.cursor, f.fingerprint(), index.partitions) if body.cursor else None
+    except CursorError as exc:
+        raise ApiError(422, "invalid_cursor", str(exc)) from exc
+    page = await index.page(account, f, start, body.limit)
+    return DevicePageOut(devices=page.install_ids, next_cursor=page.next_cursor.encode() if page.next_cursor else None)
+
+
+@router.post("/export", response_class=StreamingResponse,
+             responses={200: {"content": {"application/x-ndjson": {}}, "description": "one {\"install_id\"} per line"}})
+async def export(body: SegmentFilter, account: Account, request: Request) -> StreamingResponse:
+    """Every matching device as NDJSON, streamed page by page."""
+    f = await _checked(request, account, body)
+    index = _index(request)
+
+    async def lines():
+        async for ids in index.walk(account, f):
+            yield b"".join(orjson.dumps({"install_id": i}) + b"\n" for i in ids)
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -1,0 +1,80 @@
+"""Synthetic device data in the processor's Redis layout, for tests and the benchmark.
+
+Writes exactly what services/processor/apply_batch.lua leaves behind for a device (dense
+device number in `#`, the reverse map, one bit per event code in the segment bitmaps, the
+codes set, the per-partition device sequence and, optionally, the device hashes), but in bulk:
+bitmaps are built in memory and SET in one piece. Devices go to the partition Kafka's default
+partitioner would pick, so device lookups find them where the processor would have put them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+
+from services.common.keys import NAMES_BUCKET, PartitionKeys
+from services.query.devices import partition_of
+
+
+@dataclass
+class PartitionImage:
+    """One account's devices on one partition, being assembled."""
+
+    install_ids: list[str] = field(default_factory=list)
+    bits: dict[str, int] = field(default_factory=dict)  # code -> int bitmap (bit n = 1 << n)
+    hashes: list[dict[str, str]] = field(default_factory=list)
+
+
+def bitmap_bytes(value: int, nbits: int) -> bytes:
+    """An int whose bit n is device n -> Redis bitmap bytes (bit 0 = most significant bit of byte 0)."""
+    nbytes = (nbits + 7) // 8
+    # Reverse the bit order per byte in bulk: Redis numbers bits from the MSB of each byte.
+    raw = value.to_bytes(nbytes, "little")
+    return raw.translate(_REVERSE)
+
+
+_REVERSE = bytes(int(f"{b:08b}"[::-1], 2) for b in range(256))
+
+
+async def write_devices(redis: aioredis.Redis, prefix: str, partitions: int, account_id: int,
+                        devices: dict[str, dict[str, int]], ts_ms: int = 1_700_000_000_000,
+                        device_hashes: bool = True) -> None:
+    """devices: install id -> {code: occurrences}. `install` is added to every device and a
+    `dep` count of n adds dep_2..dep_n, as the processor does. Replaces the account's data."""
+    images = [PartitionImage() for _ in range(partitions)]
+    for install_id, events in devices.items():
+        img = images[partition_of(account_id, install_id, partitions)]
+        num = len(img.install_ids) + 1  # the processor's numbers start at 1 (INCR)
+        img.install_ids.append(install_id)
+        codes = {"install": 1, **{c: n for c, n in events.items() if n > 0}}
+        for k in range(2, codes.get("dep", 0) + 1):
+            codes[f"dep_{k}"] = 1
+        for code in codes:
+            img.bits[code] = img.bits.get(code, 0) | (1 << num)
+        if device_hashes:
+            h = {"#": str(num)}
+            h.update({c: (str(ts_ms) if n == 1 else f"{ts_ms}:{ts_ms}:{n}") for c, n in codes.items()})
+            img.hashes.append(h)
+    for p, img in enumerate(images):
+        await write_partition(redis, PartitionKeys(prefix, p), account_id, img, device_hashes)
+
+
+async def write_partition(redis: aioredis.Redis, keys: PartitionKeys, account_id: int, img: PartitionImage,
+                          device_hashes: bool = True) -> None:
+    n = len(img.install_ids)
+    async with redis.pipeline(transaction=False) as pipe:
+        pipe.set(keys.device_seq(account_id), n)
+        for code, bits in img.bits.items():
+            pipe.set(keys.segment(account_id, code), bitmap_bytes(bits, n + 1))
+        if img.bits:
+            pipe.sadd(keys.segment_codes(account_id), *img.bits)
+        buckets: dict[int, dict[int, str]] = {}
+        for i, install_id in enumerate(img.install_ids, start=1):
+            buckets.setdefault(i // NAMES_BUCKET, {})[i % NAMES_BUCKET] = install_id
+        for b, mapping in buckets.items():
+            pipe.hset(keys.device_names(account_id, b), mapping=mapping)
+        if device_hashes:
+            for install_id, h in zip(img.install_ids, img.hashes):
+                pipe.hset(keys.device(account_id, install_id), mapping=h)
+        await pipe.execute()
