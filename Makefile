@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 
-.PHONY: up down status test test-unit test-integration test-e2e bench schemas compose-check setup clean
+.PHONY: browser up down status test test-unit test-integration test-e2e bench schemas compose-check setup clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
@@ -34,8 +34,15 @@ compose-check:
 	@if command -v docker-compose >/dev/null; then docker-compose -f deploy/compose.yaml config -q && echo "deploy/compose.yaml: valid"; \
 	 else echo "docker-compose not installed and cannot be installed (not root): apt-get install docker-compose"; exit 1; fi
 
+# The Segments page tests drive Debian's chromium (Playwright's own driver, never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { [ "$$(id -u)" = 0 ] && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }; } || true
+	@test -x $(CHROMIUM) || { echo "the Segments page tests need Debian's chromium at $(CHROMIUM): run as root (make test installs it) or: sudo apt-get install chromium"; exit 1; }
+
 # The whole suite: unit, integration and end-to-end tiers. pytest's exit 5 (nothing collected) fails.
-test: $(STAMP) compose-check
+test: $(STAMP) compose-check browser
 	$(PYTEST) tests -p no:cacheprovider
 
 test-unit: $(STAMP)
@@ -44,7 +51,7 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(PYTEST) tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(STAMP) browser
 	$(PYTEST) tests/e2e
 
 bench: $(STAMP)

@@ -53,7 +53,7 @@ function typeLabel(e) {
   const m = /^dep_(\d+)$/.exec(e.code);
   if (m) return `${ordinalWord(Number(m[1]))} deposit`;
   if (e.type === "CUSTOM") return "Custom";
-  return e.code === "dep" ? "System · 1st deposit" : "System";
+  return "System";
 }
 
 function maskKey(key) {
@@ -218,9 +218,16 @@ function eventRow(e) {
     h("td", { class: "type" }, h("span", { class: `tag ${custom ? "tag-custom" : /^dep/.test(e.code) ? "tag-dep" : "tag-system"}`, text: typeLabel(e) })),
     h("td", { class: "status" }, h("span", { class: `pill ${e.status === 1 ? "on" : "off"}`, text: e.status === 1 ? "Active" : "Inactive" })),
     h("td", { class: "num devices", text: fmt.format(e.devices) }),
-    h("td", { class: "url-cell" }, h("code", { class: "url", title: url, text: url }), copy),
+    h("td", { class: "url-cell" }, h("div", { class: "url-box" }, h("code", { class: "url", title: url, text: shortUrl(url) }), copy)),
     actions,
   );
+}
+
+/** The end of a postback URL (`status=<code>_<account>`, `&key=`) is what tells URLs apart: keep it. */
+function shortUrl(url) {
+  if (url.length <= 64) return url;
+  const cut = url.replace(/^https?:\/\//, "");
+  return cut.length <= 64 ? cut : `${cut.slice(0, 20)}…${cut.slice(-43)}`;
 }
 
 async function copyText(text, button) {
@@ -410,6 +417,7 @@ async function runCount() {
     const body = await state.api.count(filterBody(), abort.signal);
     if (seq !== state.countSeq) return;
     $("filter-count").textContent = fmt.format(body.count);
+    $("filter-unit").textContent = body.count === 1 ? "device" : "devices";
     $("filter-count").dataset.count = String(body.count);
     $("filter-count").classList.remove("stale");
     showMessage($("filter-error"), "");
@@ -454,15 +462,24 @@ async function download() {
 // ---------------------------------------------------------------- rejected postbacks
 
 const REASONS = {
-  unknown_event: "Unknown event code",
-  inactive_event: "Event is inactive",
+  unknown_event: "Unknown event",
+  event_inactive: "Event is inactive",
   unknown_account: "Unknown account",
-  bad_key: "Wrong or missing key",
-  invalid_key: "Wrong or missing key",
+  missing_key: "Secret key missing",
+  wrong_key: "Wrong secret key",
   missing_id: "Installation id missing",
-  invalid_install_id: "Bad installation id",
+  invalid_id: "Bad installation id",
   missing_status: "Status missing",
   invalid_status: "Bad status",
+  invalid_event_code: "Bad event code",
+  invalid_ts: "Bad timestamp",
+  ts_in_future: "Timestamp in the future",
+  invalid_tid: "Bad transaction id",
+  invalid_amount: "Bad amount",
+  invalid_currency: "Bad currency",
+  duplicate_parameter: "Parameter given twice",
+  malformed_query: "Malformed URL",
+  query_too_long: "URL too long",
   rate_limited: "Too many postbacks",
 };
 

@@ -47,30 +47,31 @@ export function drawEventBars(container, events) {
 }
 
 /**
- * The deposit ordinals as a funnel: all devices -> dep -> dep_2 -> dep_3 ...
- * Each step shows its devices and the share of the step before it.
+ * The deposit ordinals as a funnel: dep -> dep_2 -> dep_3 ... scaled to the first deposit
+ * (depositors are often a few percent of all devices, so scaling to installs would hide it).
+ * Each step shows its devices and the share of the step before it; the caption relates the
+ * first deposit to all devices.
  */
 export function drawDepositFunnel(container, events) {
   const byCode = new Map(events.map((e) => [e.code, e]));
   const steps = [];
-  if (byCode.has("install")) steps.push({ code: "install", label: "all devices", devices: byCode.get("install").devices || 0 });
   if (byCode.has("dep")) steps.push({ code: "dep", label: "1st deposit", devices: byCode.get("dep").devices || 0 });
   const ordinals = events
     .map((e) => ({ e, m: /^dep_(\d+)$/.exec(e.code) }))
     .filter((x) => x.m)
     .sort((a, b) => Number(a.m[1]) - Number(b.m[1]));
   for (const { e, m } of ordinals) steps.push({ code: e.code, label: `${ordinal(Number(m[1]))} deposit`, devices: e.devices || 0 });
-  if (steps.length < 2) return empty(container, "No deposits yet.");
+  if (!steps.length || !steps[0].devices) return empty(container, "No deposits yet.");
   const width = 560, rowH = 34, top = 4, center = 250, maxW = 230;
   const height = top + steps.length * rowH + 4;
-  const max = Math.max(1, steps[0].devices, ...steps.map((s) => s.devices));
+  const max = Math.max(1, ...steps.map((s) => s.devices));
   const svg = svgRoot(width, height, "Deposit funnel");
   steps.forEach((s, i) => {
     const y = top + i * rowH;
     const w = Math.max(s.devices ? 4 : 1, Math.round((s.devices / max) * maxW));
     const prev = i > 0 ? steps[i - 1].devices : null;
-    const share = prev ? `${((100 * s.devices) / prev).toFixed(prev >= 1000 ? 1 : 0)}% of previous` : "";
-    const g = el("g", { class: `step step-${i}`, "data-code": s.code, "data-devices": s.devices });
+    const share = prev ? `${pct(s.devices, prev)} of ${steps[i - 1].code}` : "100%";
+    const g = el("g", { class: `step step-${Math.min(i, 3)}`, "data-code": s.code, "data-devices": s.devices });
     g.append(
       el("text", { x: 8, y: y + rowH / 2 + 1, class: "step-label" }, s.label),
       el("text", { x: 8, y: y + rowH / 2 + 14, class: "step-code" }, s.code),
@@ -80,7 +81,19 @@ export function drawDepositFunnel(container, events) {
     );
     svg.append(g);
   });
-  container.replaceChildren(svg);
+  const caption = document.createElement("p");
+  caption.className = "muted small funnel-caption";
+  const installs = byCode.has("install") ? byCode.get("install").devices || 0 : 0;
+  caption.textContent = installs
+    ? `${pct(steps[0].devices, installs)} of all ${fmt.format(installs)} devices made a first deposit.`
+    : "";
+  container.replaceChildren(svg, caption);
+}
+
+function pct(part, whole) {
+  if (!whole) return "–";
+  const v = (100 * part) / whole;
+  return `${v >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(1)}%`;
 }
 
 function ordinal(n) {

@@ -1,0 +1,289 @@
+"""The Segments page in headless Chromium against the running services.
+
+A person signs in with the API key, creates an event, watches device counts change while
+postbacks arrive through the ingress, builds a filter, downloads the device list and sees
+the rejected postbacks. Expected counts come from a brute-force oracle over the postbacks
+the test sent, never from the service under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "segments-page.png"
+# PBSEG_UPDATE_SCREENSHOT=1 rewrites docs/segments-page.png, with more devices so the charts say something.
+UPDATE_SCREENSHOT = os.environ.get("PBSEG_UPDATE_SCREENSHOT") == "1"
+WAVE = 150 if UPDATE_SCREENSHOT else 20
+WAIT_MS = 30_000  # upper bound for the processor/ingress to catch up; tests never assert timings
+
+
+@pytest.fixture
+async def browser_page(tmp_path):
+    """A fresh Chromium profile per test (Debian's chromium, driven by Playwright's own driver)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
+    profile = tempfile.mkdtemp(prefix="pbseg-ui-")
+    async with async_playwright() as pw:
+        context = await pw.chromium.launch_persistent_context(
+            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1360, "height": 900}, accept_downloads=True, downloads_path=str(tmp_path),
+            locale="en-GB",
+        )
+        page = context.pages[0] if context.pages else await context.new_page()
+        try:
+            yield page
+        finally:
+            await context.close()
+            shutil.rmtree(profile, ignore_errors=True)
+
+
+def segment(devices: dict[str, set[str]], include: list[str], exclude: list[str], match: str = "all") -> set[str]:
+    """The oracle: which devices match, by brute force over what the test sent."""
+    include = include or ["install"]
+    combine = all if match == "all" else any
+    return {d for d, codes in devices.items()
+            if combine(c in codes for c in include) and not any(c in codes for c in exclude)}
+
+
+def codes_of(postbacks: list[str]) -> set[str]:
+    """The codes a device has after its postbacks, deposits numbered: dep, dep_2, dep_3..."""
+    codes, deposits = {"install"}, 0
+    for code in postbacks:
+        if code == "dep":
+            deposits += 1
+            codes.add("dep" if deposits == 1 else f"dep_{deposits}")
+        else:
+            codes.add(code)
+    return codes
+
+
+async def send_postbacks(client: httpx.AsyncClient, ingress: str, account: int, plan: dict[str, list[str]]) -> None:
+    """Each device's postbacks in order (same key, same partition), devices concurrently."""
+    limit = asyncio.Semaphore(16)
+
+    async def one_device(install_id: str, codes: list[str]) -> None:
+        async with limit:
+            for code in codes:
+                resp = await client.get(f"{ingress}/api/postback/", params={"id": install_id, "status": f"{code}_{account}"})
+                assert resp.status_code == 200, resp.text
+
+    await asyncio.gather(*(one_device(d, codes) for d, codes in plan.items()))
+
+
+async def wait_until_ingress_accepts(client: httpx.AsyncClient, ingress: str, account: int, code: str, install_id: str) -> None:
+    """A new event reaches the ingress within about a second; until then it is refused (and rejected)."""
+    for _ in range(100):
+        resp = await client.get(f"{ingress}/api/postback/", params={"id": install_id, "status": f"{code}_{account}"})
+        if resp.status_code == 200:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the ingress never accepted `{code}`: {resp.status_code} {resp.text}")
+
+
+def random_plan(rng: random.Random, n: int, prefix: str) -> dict[str, list[str]]:
+    plan = {}
+    for i in range(n):
+        codes = []
+        if rng.random() < 0.8:
+            codes.append("reg")
+        if rng.random() < 0.4:
+            codes.append("lead")
+        if codes and rng.random() < 0.5:
+            codes += ["dep"] * rng.choice([1, 1, 2, 2, 3])
+        plan[f"{prefix}-{i:03d}"] = codes or ["reg"]
+    return plan
+
+
+def devices_cell(page: Page, code: str):
+    return page.locator(f'#events-body tr[data-code="{code}"] td.devices')
+
+
+async def expect_counts(page: Page, devices: dict[str, set[str]], codes: list[str]) -> None:
+    for code in codes:
+        expected = len(segment(devices, [code], []))
+        await expect(devices_cell(page, code)).to_have_text(f"{expected:,}", timeout=WAIT_MS)
+
+
+async def pick(page: Page, kind: str, code: str) -> None:
+    await page.select_option(f"#{kind}-add", code)
+    await expect(page.locator(f'#{kind}-chips .chip[data-code="{code}"]')).to_be_visible()
+
+
+async def expect_filter_count(page: Page, expected: int) -> None:
+    await expect(page.locator("#filter-count")).to_have_attribute("data-count", str(expected), timeout=WAIT_MS)
+    await expect(page.locator("#filter-count")).to_have_text(f"{expected:,}")
+
+
+async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path):
+    """Sign in, create an event, counts follow the postbacks, filter and download match the oracle."""
+    page = browser_page
+    account = json.loads(running_stack.pbseg("accounts", "create", "--name", "ui-e2e"))
+    api_key, account_id = account["api_key"], account["account_id"]
+    origin = running_stack.query_url
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page_errors: list[str] = []
+    page.on("pageerror", lambda e: page_errors.append(str(e)))
+
+    # Sign in: a wrong key is refused in words, the right one opens the page.
+    await page.goto(f"{origin}/ui")
+    assert urlsplit(page.url).path == "/ui/"
+    await page.fill("#api-key", "pbs_not-a-key")
+    await page.click("#signin-button")
+    await expect(page.locator("#signin-error")).to_contain_text("not accepted")
+    await expect(page.locator("#app")).to_be_hidden()
+    await page.fill("#api-key", api_key)
+    await page.click("#signin-button")
+    await expect(page.locator("#app")).to_be_visible()
+    for code in ("install", "reg", "dep"):
+        await expect(devices_cell(page, code)).to_have_text("0")
+        await expect(page.locator(f'#events-body tr[data-code="{code}"] .tag')).to_have_text("System")
+    assert await page.evaluate("sessionStorage.getItem('pbseg.apiKey')") == api_key
+    assert await page.evaluate("localStorage.length") == 0
+
+    # Create events: mistakes are explained before and by the server; markup in names stays text.
+    await page.fill("#new-name", "Lead form sent")
+    await page.fill("#new-code", "lead form")
+    await page.click("#create-button")
+    await expect(page.locator("#create-error")).to_contain_text("only letters, digits and _")
+    await page.fill("#new-code", "dep_3")
+    await page.click("#create-button")
+    await expect(page.locator("#create-error")).to_contain_text("reserved")
+    await page.fill("#new-code", "lead")
+    await page.click("#create-button")
+    await expect(page.locator("#create-ok")).to_contain_text("Created")
+    lead_row = page.locator('#events-body tr[data-code="lead"]')
+    await expect(lead_row.locator(".tag")).to_have_text("Custom")
+    await expect(lead_row.locator(".status")).to_have_text("Active")
+    await expect(lead_row.locator("td.devices")).to_have_text("0")
+    await page.fill("#new-name", "Another lead")
+    await page.fill("#new-code", "lead")
+    await page.click("#create-button")
+    await expect(page.locator("#create-error")).to_contain_text("lead")  # the server's duplicate-code message
+    await expect(page.locator('#events-body tr[data-code="lead"]')).to_have_count(1)
+    evil = '<img src=x onerror="window.__pwned=1">'
+    await page.fill("#new-name", evil)
+    await page.fill("#new-code", "trial")
+    await page.click("#create-button")
+    trial_row = page.locator('#events-body tr[data-code="trial"]')
+    await expect(trial_row.locator("td.name")).to_have_text(evil)
+    assert await page.evaluate("window.__pwned === undefined")
+
+    # The postback URL is copied exactly as the API gives it.
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=origin)
+    await lead_row.locator("button.copy").click()
+    await expect(lead_row.locator("button.copy")).to_have_text("Copied")
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    assert copied.startswith("http") and f"status=lead_{account_id}" in copied
+    assert await lead_row.locator("code.url").get_attribute("title") == copied
+
+    # Postbacks arrive in two waves; the page (live refresh, no reload) follows both.
+    rng = random.Random(6)
+    devices: dict[str, set[str]] = {}
+    async with httpx.AsyncClient(timeout=10) as client:
+        await wait_until_ingress_accepts(client, running_stack.ingress_url, account_id, "lead", "ui-probe")
+        devices["ui-probe"] = codes_of(["lead"])
+        first = random_plan(rng, WAVE, "ui-a")
+        await send_postbacks(client, running_stack.ingress_url, account_id, first)
+        devices.update({d: codes_of(c) for d, c in first.items()})
+        await expect_counts(page, devices, ["install", "reg", "dep", "lead"])
+        before = len(segment(devices, ["reg"], []))
+        second = random_plan(rng, WAVE, "ui-b")
+        second["ui-a-000"] = ["reg", "dep", "dep", "dep", "dep"]  # a returning device: up to dep_4
+        await send_postbacks(client, running_stack.ingress_url, account_id, second)
+        devices.update({d: codes_of(c) for d, c in second.items() if d != "ui-a-000"})
+        devices["ui-a-000"] = codes_of(first["ui-a-000"] + second["ui-a-000"])
+        assert len(segment(devices, ["reg"], [])) > before
+        ordinals = sorted({c for codes in devices.values() for c in codes if c.startswith("dep_")})
+        await expect_counts(page, devices, ["install", "reg", "dep", "lead", *ordinals])
+        await expect(page.locator("#stat-devices")).to_have_text(f"{len(devices):,}")
+
+        # An unknown event is refused by the ingress and shows up with its reason.
+        resp = await client.get(f"{running_stack.ingress_url}/api/postback/",
+                                params={"id": "ui-x", "status": f"nosuchevent_{account_id}"})
+        assert resp.status_code == 404, resp.text
+
+    # The deposit funnel draws every ordinal with its devices.
+    for code in ["dep", *ordinals]:
+        step = page.locator(f'#chart-funnel g[data-code="{code}"]')
+        await expect(step).to_have_attribute("data-devices", str(len(segment(devices, [code], []))))
+    await expect(page.locator('#chart-events g[data-code="lead"]')).to_be_visible()
+
+    # Filter builder: every change gives the oracle's count.
+    await expect_filter_count(page, len(devices))  # no condition: all devices
+    await pick(page, "include", "reg")
+    await expect_filter_count(page, len(segment(devices, ["reg"], [])))
+    await pick(page, "exclude", "lead")
+    await expect_filter_count(page, len(segment(devices, ["reg"], ["lead"])))
+    await pick(page, "include", "dep_2")
+    await expect_filter_count(page, len(segment(devices, ["reg", "dep_2"], ["lead"])))
+    await page.check('input[name="include-match"][value="any"]')
+    await expect_filter_count(page, len(segment(devices, ["reg", "dep_2"], ["lead"], "any")))
+    await page.check('input[name="include-match"][value="all"]')
+    await page.click('#include-chips .chip[data-code="dep_2"] .chip-x')
+    expected_ids = segment(devices, ["reg"], ["lead"])
+    await expect_filter_count(page, len(expected_ids))
+    assert json.loads(await page.locator("#filter-json").text_content()) == {
+        "event_include": ["reg"], "event_exclude": ["lead"], "include_match": "all"}
+
+    # Download: a CSV with exactly the matching install ids.
+    async with page.expect_download() as info:
+        await page.click("#download")
+    download = await info.value
+    assert download.suggested_filename.endswith(".csv")
+    rows = list(csv.reader(io.StringIO((await download.path()).read_text())))
+    assert rows[0] == ["install_id"]
+    got = [r[0] for r in rows[1:]]
+    assert len(got) == len(set(got)) and set(got) == expected_ids
+    await expect(page.locator("#download-status")).to_contain_text(f"{len(expected_ids):,} install ids")
+
+    # Deactivate and activate again; delete with a confirming click.
+    await lead_row.locator("button.toggle").click()
+    await expect(lead_row.locator(".status")).to_have_text("Inactive")
+    await lead_row.locator("button.toggle").click()
+    await expect(lead_row.locator(".status")).to_have_text("Active")
+    await trial_row.locator("button.delete").click()
+    await trial_row.locator("button.confirm-delete").click()
+    await expect(trial_row).to_have_count(0)
+
+    # Rejected postbacks: the refused one with its reason in words.
+    rejected = page.locator('#rejected-body tr[data-reason="unknown_event"]').filter(has_text="nosuchevent")
+    await expect(rejected.first).to_be_visible(timeout=WAIT_MS)
+    await expect(rejected.first.locator(".reason-words")).to_have_text("Unknown event")
+
+    # The page never asked the internet for anything, and the key never went into a URL.
+    assert requests and all(r.startswith(origin + "/") or r.startswith(("blob:", "data:")) for r in requests), requests
+    assert not any(api_key in r for r in requests)
+    assert page_errors == []
+
+    shot = tmp_path / "segments-page.png"
+    await page.click('#clear-filter')
+    await pick(page, "include", "reg")
+    await pick(page, "exclude", "lead")
+    await page.screenshot(path=str(shot), full_page=True)
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    if UPDATE_SCREENSHOT:
+        shutil.copyfile(shot, SCREENSHOT)
+
+    # Signing out forgets the key.
+    await page.click("#signout")
+    await expect(page.locator("#signin-card")).to_be_visible()
+    assert await page.evaluate("sessionStorage.getItem('pbseg.apiKey')") is None
