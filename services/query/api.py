@@ -20,7 +20,6 @@ from services.query.rejected import RejectedLog
 from services.query.segments import SegmentIndex
 from services.query.settings import QuerySettings
 from services.query.ui_routes import ui_router
-from services.query.ui_routes import ui_router
 
 DESCRIPTION = """Custom events (PushExpress v2 shape), segment analytics and device selection.
 
