@@ -11,7 +11,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,7 +24,7 @@ MAX_PAGE = 5_000
 DEFAULT_PAGE = 1_000
 _ORDINAL = re.compile(r"^dep_([2-9]|[1-9][0-9]{1,8})$")
 
-Code = Field(pattern=EVENT_CODE_PATTERN)
+Code = Annotated[str, Field(pattern=EVENT_CODE_PATTERN, max_length=64)]
 
 
 class SegmentFilter(BaseModel):
@@ -33,9 +33,9 @@ class SegmentFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    event_include: list[str] = Field(default_factory=list, max_length=MAX_CODES,
+    event_include: list[Code] = Field(default_factory=list, max_length=MAX_CODES,
                                      description="Event codes that occurred; empty = every device (`install`)")
-    event_exclude: list[str] = Field(default_factory=list, max_length=MAX_CODES,
+    event_exclude: list[Code] = Field(default_factory=list, max_length=MAX_CODES,
                                      description="Event codes that did NOT occur")
     include_match: Literal["all", "any"] = Field("all", description="all: every included event; any: at least one")
 

@@ -1,0 +1,241 @@
+"""Segments API against the real Redis: filter semantics vs a brute-force oracle (hypothesis),
+cursor pages, export, overview and device lookup."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from prometheus_client import CollectorRegistry
+from query_fixtures import PARTITIONS, delete_prefix, make_settings, ndjson, query  # noqa: F401
+
+from services.common.catalog import CatalogStore
+from services.common.clock import FixedClock
+from services.common.keys import NAMES_BUCKET, PartitionKeys
+from services.common.redis_conn import async_redis
+from services.query.api import build_api
+from services.query.devices import DeviceLookup, partition_of
+from services.query.rejected import RejectedLog
+from services.query.segments import SegmentIndex
+from services.query.synthetic import write_devices
+
+S = "/api/b/v2/segments"
+CUSTOM = ["promo", "buy", "churn"]
+ALL_CODES = ["install", "reg", "dep", "dep_2", "dep_3", *CUSTOM]
+
+
+def codes_of(events: dict[str, int]) -> set[str]:
+    codes = {"install", *(c for c, n in events.items() if n > 0)}
+    codes |= {f"dep_{k}" for k in range(2, events.get("dep", 0) + 1)}
+    return codes
+
+
+def oracle(devices: dict[str, dict[str, int]], include: list[str], exclude: list[str], match: str) -> set[str]:
+    out = set()
+    for install_id, events in devices.items():
+        have = codes_of(events)
+        inc = include or ["install"]
+        ok = all(c in have for c in inc) if match == "all" else any(c in have for c in inc)
+        if ok and not any(c in have for c in exclude):
+            out.add(install_id)
+    return out
+
+
+async def walk(client, headers, body: dict, limit: int) -> list[str]:
+    found, cursor = [], None
+    for _ in range(10_000):
+        resp = await client.post(f"{S}/devices", json={**body, "limit": limit, "cursor": cursor}, headers=headers)
+        assert resp.status_code == 200, resp.text
+        page = resp.json()
+        assert len(page["devices"]) <= limit
+        found += page["devices"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return found
+    raise AssertionError("the walk did not end")
+
+
+device_events = st.fixed_dictionaries({}, optional={
+    "reg": st.integers(1, 2), "dep": st.integers(0, 4), "promo": st.integers(1, 3), "buy": st.just(1), "churn": st.just(1)})
+datasets = st.dictionaries(st.text("abcdefghij0123456789-_.:", min_size=1, max_size=12), device_events, max_size=40)
+code_lists = st.lists(st.sampled_from(ALL_CODES), max_size=3)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(devices=datasets, include=code_lists, exclude=code_lists, match=st.sampled_from(["all", "any"]),
+       limit=st.integers(1, 9))
+def test_filters_match_a_brute_force_oracle(infra, key_prefix, devices, include, exclude, match, limit):
+    """count, the cursor walk and the export all return exactly the oracle's devices."""
+
+    async def run():
+        redis = async_redis(infra.redis_url)
+        try:
+            catalog = CatalogStore(redis, key_prefix)
+            account_id, key = await catalog.create_account("h", 1)
+            for code in CUSTOM:
+                await catalog.create_event(account_id, code, code, 1)
+            await write_devices(redis, key_prefix, PARTITIONS, account_id, devices)
+            app = build_api(make_settings(key_prefix, infra.redis_url), catalog,
+                            SegmentIndex(redis, key_prefix, PARTITIONS), DeviceLookup(redis, key_prefix, PARTITIONS),
+                            RejectedLog(redis, key_prefix, "r", 10, 1000), registry=CollectorRegistry(), clock=FixedClock())
+            headers = {"Authorization": f"Bearer {key}"}
+            body = {"event_include": include, "event_exclude": exclude, "include_match": match}
+            expected = oracle(devices, include, exclude, match)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q") as client:
+                resp = await client.post(f"{S}/count", json=body, headers=headers)
+                assert resp.status_code == 200, resp.text
+                assert resp.json() == {"count": len(expected)}
+                walked = await walk(client, headers, body, limit)
+                assert len(walked) == len(set(walked)) and set(walked) == expected
+                exported = await client.post(f"{S}/export", json=body, headers=headers)
+                assert exported.headers["content-type"].startswith("application/x-ndjson")
+                assert sorted(r["install_id"] for r in ndjson(exported.content)) == sorted(expected)
+        finally:
+            await delete_prefix(redis, key_prefix)
+            await redis.aclose()
+
+    asyncio.run(run())
+
+
+async def add_device(redis, prefix: str, account_id: int, install_id: str, codes: list[str]) -> None:
+    """What the processor does for a brand-new device, one command at a time."""
+    keys = PartitionKeys(prefix, partition_of(account_id, install_id, PARTITIONS))
+    num = await redis.incr(keys.device_seq(account_id))
+    await redis.hset(keys.device(account_id, install_id), "#", num)
+    await redis.hset(keys.device_names(account_id, num // NAMES_BUCKET), num % NAMES_BUCKET, install_id)
+    for code in ["install", *codes]:
+        await redis.setbit(keys.segment(account_id, code), num, 1)
+        await redis.sadd(keys.segment_codes(account_id), code)
+
+
+async def test_cursor_walk_is_stable_while_devices_arrive(query):
+    """Devices added during a walk never make an earlier device appear twice or go missing."""
+    t = await query.tenant()
+    devices = {f"dev-{i}": ({"reg": 1} if i % 3 else {}) for i in range(1500)}
+    await query.devices(t, devices)
+    expected = {d for d, e in devices.items() if e}
+    found, cursor, added = [], None, 0
+    while True:
+        resp = await query.call(t, "POST", f"{S}/devices", json={"event_include": ["reg"], "limit": 97, "cursor": cursor})
+        page = resp.json()
+        found += page["devices"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        await add_device(query.redis, query.settings.key_prefix, t.account_id, f"new-{added}", ["reg"])
+        added += 1
+    assert len(found) == len(set(found)), "a device came twice"
+    assert expected <= set(found), "a device that matched all along was skipped"
+    assert set(found) - expected <= {f"new-{i}" for i in range(added)}
+    count = (await query.call(t, "POST", f"{S}/count", json={"event_include": ["reg"]})).json()["count"]
+    assert count == len(expected) + added
+
+
+async def test_big_pages_and_export_equal_count(query):
+    """With 12,000 devices: limit 5,000 pages, export lines == count == distinct devices."""
+    t = await query.tenant()
+    devices = {f"d{i:05d}": {"dep": i % 4} for i in range(12_000)}
+    await query.devices(t, devices)
+    body = {"event_include": ["dep"], "event_exclude": ["dep_3"]}
+    count = (await query.call(t, "POST", f"{S}/count", json=body)).json()["count"]
+    assert count == sum(1 for e in devices.values() if e["dep"] in (1, 2))
+    pages = []
+    cursor = None
+    while True:
+        page = (await query.call(t, "POST", f"{S}/devices", json={**body, "limit": 5000, "cursor": cursor})).json()
+        pages.append(len(page["devices"]))
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert sum(pages) == count and max(pages) == 5000
+    lines = ndjson((await query.call(t, "POST", f"{S}/export", json=body)).content)
+    assert len(lines) == count == len({r["install_id"] for r in lines})
+    everyone = ndjson((await query.call(t, "POST", f"{S}/export", json={})).content)
+    assert len(everyone) == 12_000
+
+
+async def test_filter_errors_are_422_and_name_the_codes(query):
+    """Unknown codes (include or exclude), bad cursors, limits and malformed filters are 422."""
+    t = await query.tenant()
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "p", "code": "promo"})
+    await query.call(t, "POST", "/api/b/v2/events/101/deactivate")  # inactive events still filter
+    for path in ("count", "devices", "export"):
+        resp = await query.call(t, "POST", f"{S}/{path}", json={"event_include": ["promo", "nope"], "event_exclude": ["dep_1", "zzz"]})
+        assert resp.status_code == 422, resp.text
+        body = resp.json()
+        assert body["error"] == "unknown_events" and body["unknown_codes"] == ["nope", "dep_1", "zzz"]
+        assert "nope" in body["message"] and "zzz" in body["message"]
+        for bad in ({"include_match": "some"}, {"event_include": "reg"}, {"event_include": ["bad code"]},
+                    {"event_include": ["reg"] * 65}, {"extra": True}):
+            r = await query.call(t, "POST", f"{S}/{path}", json=bad)
+            assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, bad, r.text)
+    assert (await query.call(t, "POST", f"{S}/count", json={"event_include": ["promo", "dep_9"]})).json() == {"count": 0}
+    for limit in (0, 5001, -1):
+        r = await query.call(t, "POST", f"{S}/devices", json={"limit": limit})
+        assert r.status_code == 422 and r.json()["error"] == "validation_error"
+    await query.devices(t, {f"x{i}": {"reg": 1} for i in range(5)})
+    first = (await query.call(t, "POST", f"{S}/devices", json={"limit": 2})).json()
+    other = await query.call(t, "POST", f"{S}/devices", json={"limit": 2, "event_include": ["reg"], "cursor": first["next_cursor"]})
+    assert other.status_code == 422 and other.json()["error"] == "invalid_cursor"
+    for cursor in ("garbage", "djE6OTk6MDphYmM", "", "=" * 10):
+        r = await query.call(t, "POST", f"{S}/devices", json={"limit": 2, "cursor": cursor})
+        assert r.status_code in (200, 422) and (r.status_code == 200) == (cursor == ""), (cursor, r.text)
+
+
+async def test_overview_orders_events_and_counts_devices(query):
+    """System events, dep_2..dep_max, then custom events; counts per event; URLs with &key= when a secret is set."""
+    t = await query.tenant()
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "Promo", "code": "promo"})
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "Unused", "code": "unused"})
+    await query.devices(t, {"a": {"reg": 1, "dep": 3}, "b": {"dep": 1, "promo": 2}, "c": {"dep": 2}})
+    body = (await query.call(t, "GET", f"{S}/events")).json()
+    rows = [(e["code"], e["type"], e["devices"]) for e in body["events"]]
+    assert rows == [("install", "SYSTEM", 3), ("reg", "SYSTEM", 1), ("dep", "SYSTEM", 3), ("dep_2", "SYSTEM", 2),
+                    ("dep_3", "SYSTEM", 1), ("promo", "CUSTOM", 1), ("unused", "CUSTOM", 0)]
+    acct = t.account_id
+    assert body["events"][5]["postback_url"] == f"https://pb.example.com/api/postback/?id={{install_id}}&status=promo_{acct}"
+    assert body["events"][3]["id"] is None and body["events"][0]["id"] == 1
+    await query.catalog.set_secret(acct, "s3cr3t-Key")
+    urls = [e["postback_url"] for e in (await query.call(t, "GET", f"{S}/events")).json()["events"]]
+    assert all(u.endswith("&key=s3cr3t-Key") for u in urls) and f"status=dep_3_{acct}&" in urls[4]
+
+
+async def test_device_lookup(query):
+    """A device's events with deposit ordinals, first/last times and counts; 404 when unknown."""
+    t = await query.tenant()
+    await query.devices(t, {"dev:1": {"reg": 1, "dep": 2, "promo": 3}})
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "Promo", "code": "promo"})
+    resp = await query.call(t, "GET", "/api/b/v2/devices/dev:1")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["install_id"] == "dev:1" and body["deposit_count"] == 2
+    assert [(e["code"], e["occurrences"]) for e in body["events"]] == [
+        ("install", 1), ("reg", 1), ("dep", 2), ("dep_2", 1), ("promo", 3)]
+    assert all(e["first_at"] == e["last_at"] == 1_700_000_000_000 for e in body["events"])
+    missing = await query.call(t, "GET", "/api/b/v2/devices/nobody")
+    assert missing.status_code == 404 and missing.json()["error"] == "device_not_found"
+    bad = await query.call(t, "GET", "/api/b/v2/devices/" + "x" * 129)
+    assert bad.status_code == 422
+
+
+async def test_device_on_an_unexpected_partition_is_still_found(query):
+    """Probing covers devices written to a partition other than the murmur2 one."""
+    t = await query.tenant()
+    home = partition_of(t.account_id, "moved", PARTITIONS)
+    keys = PartitionKeys(query.settings.key_prefix, (home + 1) % PARTITIONS)
+    await query.redis.hset(keys.device(t.account_id, "moved"), mapping={"#": 1, "install": "5", "reg": "5:9:2"})
+    body = (await query.call(t, "GET", "/api/b/v2/devices/moved")).json()
+    assert body["events"] == [{"code": "install", "first_at": 5, "last_at": 5, "occurrences": 1},
+                              {"code": "reg", "first_at": 5, "last_at": 9, "occurrences": 2}]
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+async def test_operations_endpoints(query, path):
+    resp = await query.call(None, "GET", path)
+    assert resp.status_code == 200
+    if path == "/metrics":
+        await query.call(None, "GET", "/healthz")
+        assert 'query_http_requests_total{method="GET",route="/healthz",status="200"}' in \
+            (await query.call(None, "GET", path)).text
