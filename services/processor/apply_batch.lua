@@ -18,7 +18,7 @@
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
 local tag = ARGV[1]
 local tid_ttl = tonumber(ARGV[2])
-local now = tonumber(ARGV[3])
+local now_text = ARGV[3]
 local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
 local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
@@ -44,16 +44,22 @@ local function mark(acct, dkey, num, code, ts)
   return false, count
 end
 
+local function str_or_null(v)
+  if v == '' then return 'null' end
+  return cjson.encode(v)
+end
+
 local function emit(event_id, acct, install, code, ordinal, first, ts, tid, amount, currency)
   if not emit_records then return end
-  local record = {
-    schema = 'device-event.v1', event_id = event_id, account_id = tonumber(acct),
-    install_id = install, event = code, deposit_ordinal = ordinal or cjson.null,
-    first_occurrence = first, occurred_at = tonumber(ts), processed_at = now,
-    tid = (tid ~= '' and tid) or cjson.null, amount = (amount ~= '' and amount) or cjson.null,
-    currency = (currency ~= '' and currency) or cjson.null,
-  }
-  redis.call('XADD', outbox, '*', 'k', acct .. ':' .. install, 'v', cjson.encode(record))
+  -- Numbers are spliced as the decimal text they arrived in (account ids may exceed 2^53,
+  -- which Lua numbers and cjson would round); strings go through cjson for escaping.
+  local record = '{"schema":"device-event.v1","event_id":' .. cjson.encode(event_id) ..
+    ',"account_id":' .. acct .. ',"install_id":' .. cjson.encode(install) ..
+    ',"event":' .. cjson.encode(code) .. ',"deposit_ordinal":' .. (ordinal and tostring(ordinal) or 'null') ..
+    ',"first_occurrence":' .. (first and 'true' or 'false') .. ',"occurred_at":' .. ts ..
+    ',"processed_at":' .. now_text .. ',"tid":' .. str_or_null(tid) .. ',"amount":' .. str_or_null(amount) ..
+    ',"currency":' .. str_or_null(currency) .. '}'
+  redis.call('XADD', outbox, '*', 'k', acct .. ':' .. install, 'v', record)
   emitted = emitted + 1
 end
 

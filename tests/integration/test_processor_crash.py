@@ -1,0 +1,212 @@
+"""The crash proof: 100,000+ postbacks while the worker is SIGKILLed at random moments.
+
+Afterwards Redis equals an independent in-memory reference (services/processor/reference.py)
+exactly, and the device-events topic holds every occurrence once its duplicates are removed
+by event_id, with the right ordinal, and duplicates are byte-identical."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from services.common.keys import PartitionKeys, parse_event_value
+from services.common.models import PostbackRecord
+from services.processor.reference import ReferenceDeviceState
+from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
+
+PARTITIONS = 4
+RECORDS = 100_000
+KILLS = 4
+T0 = 1_764_000_000_000
+DAY = 86_400_000
+EVENTS = ["reg"] * 15 + ["dep"] * 35 + ["open"] * 20 + ["purchase"] * 15 + ["lvl_up"] * 10 + ["install"] * 5
+BAD = [b"\xff garbage", b"{}", b"[]", b'{"schema":"postback.v1"}']
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generate(seed: int) -> tuple[list[tuple[bytes, bytes]], ReferenceDeviceState, int]:
+    """Random postbacks (2 accounts, 12,000 devices, duplicate tids, late events) plus bad
+    records, and the reference state after applying the valid ones in the same order."""
+    rng = random.Random(seed)
+    ref = ReferenceDeviceState(30 * DAY)
+    used_tids: dict[tuple[int, str, str], list[str]] = {}
+    items, bad = [], 0
+    for i in range(RECORDS):
+        account = rng.choice((1, 2))
+        install = f"dev-{rng.randrange(6000):05d}"
+        event = rng.choice(EVENTS)
+        tid = None
+        if rng.random() < 0.4:
+            previous = used_tids.setdefault((account, install, event), [])
+            if previous and rng.random() < 0.3:
+                tid = rng.choice(previous)
+            else:
+                tid = f"tx{i}"
+                previous.append(tid)
+        record = PostbackRecord(event_id=f"ev{i:07d}", account_id=account, install_id=install, event=event,
+                                occurred_at=T0 + rng.randrange(-DAY, DAY), received_at=T0 + i, tid=tid)
+        ref.apply(record)
+        items.append((f"{account}:{install}".encode(), record.model_dump_json(by_alias=True).encode()))
+        if i % 4000 == 17:
+            value = BAD[bad % len(BAD)] if bad % 5 else orjson.dumps({**record.model_dump(by_alias=True), "event": "dep_7", "event_id": f"bad{i}"})
+            items.append((f"{account}:{install}".encode(), value))
+            bad += 1
+    return items, ref, bad
+
+
+async def produce_in_waves(bootstrap: str, topic: str, items, waves: int = 10) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=20,
+                                max_batch_size=1024 * 1024)
+    await producer.start()
+    try:
+        size = len(items) // waves + 1
+        for start in range(0, len(items), size):
+            futures = [await producer.send(topic, value, key=key) for key, value in items[start:start + size]]
+            await asyncio.gather(*futures)
+            await asyncio.sleep(0.5)
+    finally:
+        await producer.stop()
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path):
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        faust = str(Path(sys.executable).parent / "faust")
+        self.proc = subprocess.Popen([faust, "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
+                                     env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+
+    def kill(self, sig=signal.SIGKILL) -> None:
+        os.killpg(self.proc.pid, sig)
+        self.proc.wait(timeout=30)
+
+
+async def applied(redis, prefix: str, topic: str) -> int:
+    values = await redis.mget([PartitionKeys(prefix, p).applied_offset(topic) for p in range(PARTITIONS)])
+    return sum(int(v) + 1 for v in values if v is not None)
+
+
+async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_client, key_prefix, topic_factory, tmp_path):
+    """Redis and device-events.v1 equal the ground truth after 4 SIGKILLs at random moments."""
+    env = dict(service_env)
+    topic = await topic_factory("postbacks", PARTITIONS)
+    env.update({"PBSEG_TOPIC_POSTBACKS": topic, "PBSEG_TOPIC_REJECTED": await topic_factory("rejected", 2),
+                "PBSEG_TOPIC_DEVICE_EVENTS": await topic_factory("device-events", PARTITIONS),
+                "PROCESSOR_WEB_PORT": str(free_port()), "PROCESSOR_DATADIR": str(tmp_path / "faust"),
+                "PBSEG_LOG_LEVEL": "warning"})
+    seed = int(os.environ.get("PBSEG_CRASH_SEED", time.time_ns() % 1_000_000))
+    print(f"crash test seed {seed}")
+    rng = random.Random(seed)
+    items, ref, bad = generate(seed)
+    total = len(items)
+    producing = asyncio.create_task(produce_in_waves(infra.kafka, topic, items))
+    worker = Worker(env, tmp_path / "worker.log")
+    kills_mid_work = 0
+    try:
+        for _ in range(KILLS):
+            worker.start()
+            before = await applied(redis_client, key_prefix, topic)
+            deadline = time.monotonic() + 60
+            while await applied(redis_client, key_prefix, topic) == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(rng.uniform(0.0, 1.2))
+            worker.kill()
+            kills_mid_work += await applied(redis_client, key_prefix, topic) < total
+        await producing
+        worker.start()
+        deadline = time.monotonic() + 90
+        outboxes = [PartitionKeys(key_prefix, p).outbox for p in range(PARTITIONS)]
+        while time.monotonic() < deadline:
+            if await applied(redis_client, key_prefix, topic) == total and \
+                    sum([await redis_client.xlen(k) for k in outboxes]) == 0:
+                break
+            await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PROCESSOR_WEB_PORT']}", timeout=5) as web:
+            assert (await web.get("/readyz")).status_code == 200
+            assert (await web.get("/healthz")).status_code == 200
+            metrics_text = (await web.get("/metrics")).text
+        worker.kill(signal.SIGTERM)
+    finally:
+        producing.cancel()
+        if worker.proc and worker.proc.poll() is None:
+            worker.kill()
+    assert kills_mid_work >= 3, "the kills must interrupt work in progress"
+    assert await applied(redis_client, key_prefix, topic) == total
+    assert "pbseg_processor_lag{partition=" in metrics_text and "pbseg_processor_batch_size_bucket" in metrics_text
+
+    # Every device: the same events with the same first/last/count; deposits counted exactly.
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for account, install in ref.devices:
+            for p in range(PARTITIONS):
+                pipe.hgetall(PartitionKeys(key_prefix, p).device(account, install))
+        replies = await pipe.execute()
+    numbers = {}
+    for i, (device, expected) in enumerate(ref.devices.items()):
+        found = [r for r in replies[i * PARTITIONS:(i + 1) * PARTITIONS] if r]
+        assert len(found) == 1, device
+        fields = {k.decode(): v for k, v in found[0].items()}
+        numbers[device] = int(fields.pop("#"))
+        got = {code: parse_event_value(v) for code, v in fields.items()}
+        assert got == {code: (s.first, s.last, s.count) for code, s in expected.items()}, device
+    # No device more than the reference; per-event device counts equal the reference.
+    device_keys = 0
+    for p in range(PARTITIONS):
+        async for _ in redis_client.scan_iter(match=f"{PartitionKeys(key_prefix, p).tag}:d:*", count=5000):
+            device_keys += 1
+    assert device_keys == len(ref.devices)
+    for account in (1, 2):
+        expected_counts = ref.device_counts(account)
+        codes = set()
+        for p in range(PARTITIONS):
+            codes |= {c.decode() for c in await redis_client.smembers(PartitionKeys(key_prefix, p).segment_codes(account))}
+        assert codes == set(expected_counts)
+        for code, count in expected_counts.items():
+            assert sum([await redis_client.bitcount(PartitionKeys(key_prefix, p).segment(account, code))
+                        for p in range(PARTITIONS)]) == count, (account, code)
+    # The reverse map names each device number's install id.
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for (account, install), num in numbers.items():
+            for p in range(PARTITIONS):
+                pipe.hget(PartitionKeys(key_prefix, p).device_names(account, num // 512), num % 512)
+        names = await pipe.execute()
+    for i, (account, install) in enumerate(numbers):
+        assert install.encode() in names[i * PARTITIONS:(i + 1) * PARTITIONS]
+
+    # device-events: every occurrence, duplicates byte-identical, the right ordinal.
+    published = await read_all(infra.kafka, env["PBSEG_TOPIC_DEVICE_EVENTS"])
+    by_id: dict[str, bytes] = {}
+    for message in published:
+        event_id = orjson.loads(message.value)["event_id"]
+        assert by_id.setdefault(event_id, message.value) == message.value, event_id
+    expected_events = {e.event_id: e for e in ref.published}
+    assert set(by_id) == set(expected_events)
+    for event_id, value in by_id.items():
+        record, want = orjson.loads(value), expected_events[event_id]
+        assert (record["event"], record["deposit_ordinal"], record["first_occurrence"], record["install_id"],
+                record["account_id"], record["occurred_at"]) == \
+            (want.event, want.deposit_ordinal, want.first_occurrence, want.install_id, want.account_id, want.occurred_at)
+    print(f"{total} records, {len(ref.devices)} devices, {ref.duplicate_tids} duplicate tids, "
+          f"{len(published)} device-event records for {len(by_id)} occurrences, {kills_mid_work} kills mid-work")
+
+    # Every bad record reached the rejected topic (a crash may repeat one, never lose one).
+    rejected = await read_all(infra.kafka, env["PBSEG_TOPIC_REJECTED"])
+    assert len({orjson.loads(m.value)["message"] for m in rejected}) == bad
