@@ -15,44 +15,18 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from playwright.async_api import Page, async_playwright, expect
+from playwright.async_api import Page, expect
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "segments-page.png"
 # PBSEG_UPDATE_SCREENSHOT=1 rewrites docs/segments-page.png, with more devices so the charts say something.
 UPDATE_SCREENSHOT = os.environ.get("PBSEG_UPDATE_SCREENSHOT") == "1"
 WAVE = 150 if UPDATE_SCREENSHOT else 20
 WAIT_MS = 30_000  # upper bound for the processor/ingress to catch up; tests never assert timings
-
-
-@pytest.fixture
-async def browser_page(tmp_path):
-    """A fresh Chromium profile per test (Debian's chromium, driven by Playwright's own driver)."""
-    if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
-    profile = tempfile.mkdtemp(prefix="pbseg-ui-")
-    async with async_playwright() as pw:
-        context = await pw.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1360, "height": 900}, accept_downloads=True, downloads_path=str(tmp_path),
-            locale="en-GB",
-        )
-        page = context.pages[0] if context.pages else await context.new_page()
-        try:
-            yield page
-        finally:
-            await context.close()
-            shutil.rmtree(profile, ignore_errors=True)
 
 
 def segment(devices: dict[str, set[str]], include: list[str], exclude: list[str], match: str = "all") -> set[str]:
