@@ -76,10 +76,12 @@ class RejectedFeed:
         try:
             parts = None
             while not parts:
-                parts = consumer.partitions_for_topic(self.store.topic)
+                # The consumer has no subscription, so ask the cluster directly (the topic may
+                # be created after the query service starts).
+                cluster = await consumer._client.fetch_all_metadata()
+                parts = cluster.partitions_for_topic(self.store.topic)
                 if not parts:
                     await asyncio.sleep(self.retry_s)
-                    await consumer.topics()  # refreshes metadata: the topic may be created later
             tps = [TopicPartition(self.store.topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             for tp in tps:
