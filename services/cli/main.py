@@ -17,6 +17,12 @@ def _schemas(args) -> int:
     return 0
 
 
+def _rebuild(args) -> int:
+    from services.processor.rebuild import main as rebuild_main
+
+    return rebuild_main(args)
+
+
 def _stack(args) -> int:
     from services.devstack import stack
 
@@ -34,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     sch = sub.add_parser("schemas", help="generate schemas/*.json from the models")
     sch.add_argument("schemas_cmd", choices=["write"])
     sch.set_defaults(func=_schemas)
+
+    rb = sub.add_parser("rebuild", help="rebuild all Redis partition state from the postbacks log (stop the processors first)")
+    rb.add_argument("--yes", action="store_true", help="confirm: partition keys of PBSEG_KEY_PREFIX are deleted and replayed")
+    rb.add_argument("--force", action="store_true", help="skip the check that no processor is running")
+    rb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rb.set_defaults(func=_rebuild)
 
     stk = sub.add_parser("stack", help="run the local system (make up/down/status)")
     stk.add_argument("stack_cmd", choices=["up", "down", "status"])

@@ -1,0 +1,139 @@
+"""`pbseg rebuild`: rebuilds every partition's Redis state from the postbacks log.
+
+Chosen method: wipe, then replay (not "fresh prefix, then swap"): the query service and the
+catalog address keys by one prefix, and a swap would need every reader to follow a pointer.
+1. Refuse while the processor's consumer group has live members (two writers would race) -
+   stop the processors first, or pass force=True when you know they are gone.
+2. Delete every key of every partition hash tag `{<prefix>:pN}` (devices, numbers, reverse
+   map, bitmaps, tids, watermarks, outboxes). The catalog (`{<prefix>:cat}`) is untouched.
+3. Replay each partition from its earliest retained offset up to the end offsets seen at the
+   start, through the same planning code and the same Lua script as live processing, in the
+   same offset order - so device numbers, ordinals, first/last/count, tid decisions (which
+   compare ingress receive times, not the wall clock) and watermarks come out identical.
+   The outbox is NOT refilled: downstream consumers already received those records.
+4. Start the processors again: they resume at the rebuilt watermarks + 1.
+Rejected records are skipped silently (they already are on the rejected topic)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from tqdm import tqdm
+
+from services.common.clock import SystemClock
+from services.common.redis_conn import async_redis, check_redis
+from services.processor.planning import plan_partition_batch
+from services.processor.settings import ProcessorSettings
+from services.processor.store import DeviceStateStore
+
+
+class RebuildRefused(RuntimeError):
+    """The rebuild would race a running processor."""
+
+
+@dataclass(frozen=True)
+class RebuildReport:
+    partitions: int
+    records: int
+    applied: int
+    rejected: int
+    duplicate_tids: int
+    keys_deleted: int
+    seconds: float
+
+
+async def live_members(bootstrap: str, group: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    await admin.start()
+    try:
+        responses = await admin.describe_consumer_groups([group])
+        return sum(len(g[-1]) for r in responses for g in r.groups if g[1] == group)
+    finally:
+        await admin.close()
+
+
+async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress: bool = True,
+                  max_batch: int = 10_000) -> RebuildReport:
+    started = time.monotonic()
+    if not force:
+        members = await live_members(settings.kafka_bootstrap_servers, settings.consumer_group)
+        if members:
+            raise RebuildRefused(f"consumer group {settings.consumer_group!r} has {members} live member(s): "
+                                 "stop the processors first (or pass --force if they are gone)")
+    redis = async_redis(settings.redis_url)
+    await check_redis(redis, settings.redis_url)
+    store = DeviceStateStore(redis, settings.key_prefix, settings.topic_postbacks,
+                             int(settings.tid_retention_days * 86_400_000))
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
+                                auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
+                                fetch_max_bytes=64 * 1024 * 1024)
+    await consumer.start()
+    try:
+        partitions = sorted(await _partitions(consumer, settings.topic_postbacks))
+        tps = [TopicPartition(settings.topic_postbacks, p) for p in partitions]
+        consumer.assign(tps)
+        begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        deleted = 0
+        for p in partitions:
+            deleted += await store.wipe_partition(p)
+        await consumer.seek_to_beginning(*tps)
+        remaining = {tp for tp in tps if end[tp] > begin[tp]}
+        total = sum(end[tp] - begin[tp] for tp in tps)
+        records = applied = rejected = dups = 0
+        clock = SystemClock()
+        with tqdm(total=total, unit="rec", desc="rebuild", disable=not progress, smoothing=0.1) as bar:
+            while remaining:
+                data = await consumer.getmany(*remaining, timeout_ms=500, max_records=max_batch)
+                batches = []
+                for tp, messages in data.items():
+                    messages = [m for m in messages if m.offset < end[tp]]
+                    if messages:
+                        batches.append(plan_partition_batch(tp.partition, ((m.offset, m.value) for m in messages)))
+                for result in await store.apply_batches(batches, clock.now_ms(), emit=False):
+                    applied += result.applied
+                    dups += result.duplicate_tids
+                n = sum(b.size for b in batches)
+                records += n
+                rejected += sum(len(b.rejected) for b in batches)
+                bar.update(n)
+                for tp in list(remaining):
+                    if await consumer.position(tp) >= end[tp]:
+                        remaining.discard(tp)
+        return RebuildReport(len(partitions), records, applied, rejected, dups, deleted, time.monotonic() - started)
+    finally:
+        await consumer.stop()
+        await redis.aclose()
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()  # first metadata may predate the topic
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise RebuildRefused(f"topic {topic!r} does not exist on Kafka")
+    return parts
+
+
+def main(args) -> int:
+    """CLI entry (services/cli/main.py): `pbseg rebuild --yes [--force]`."""
+    import asyncio
+    import sys
+
+    import orjson
+
+    settings = ProcessorSettings()
+    if not args.yes:
+        print(f"this deletes and rebuilds every partition key under prefix {settings.key_prefix!r} "
+              f"from topic {settings.topic_postbacks!r}; run again with --yes", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(rebuild(settings, force=args.force, progress=not args.no_progress))
+    except RebuildRefused as exc:
+        print(f"rebuild refused: {exc}", file=sys.stderr)
+        return 1
+    print(orjson.dumps(report.__dict__).decode())
+    return 0
