@@ -1,9 +1,14 @@
-"""In-process catalog cache: the hot path never waits on Redis. A background task polls the
-catalog version key every `poll_s` and reloads the snapshot when it moved."""
+"""In-process catalog cache: the hot path never waits on Redis.
+
+A background task polls the catalog version key every `poll_s` (default 0.25 s) and reloads
+the whole snapshot when it moved, so a catalog change is visible within `poll_s` plus one
+reload. If Redis fails, the last snapshot keeps serving and the failure is logged.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from typing import Callable
 
 import structlog
 
@@ -13,28 +18,41 @@ log = structlog.get_logger("ingress.catalog")
 
 
 class CatalogCache:
-    def __init__(self, store: CatalogStore, poll_s: float):
+    def __init__(self, store: CatalogStore, poll_s: float, on_loaded: Callable[[CatalogSnapshot], None] | None = None):
         self.store = store
         self.poll_s = poll_s
         self.snapshot: CatalogSnapshot | None = None
+        self._on_loaded = on_loaded or (lambda snapshot: None)
         self._task: asyncio.Task | None = None
+        self._failing = False
 
     @property
     def loaded(self) -> bool:
         return self.snapshot is not None
 
+    @property
+    def version(self) -> int | None:
+        return None if self.snapshot is None else self.snapshot.version
+
     async def refresh(self) -> None:
+        """Reload when the version key moved. Raises on Redis errors (callers decide)."""
         version = await self.store.version()
         if self.snapshot is None or version != self.snapshot.version:
             self.snapshot = await self.store.snapshot()
+            self._on_loaded(self.snapshot)
             log.info("catalog_loaded", version=self.snapshot.version, accounts=len(self.snapshot.accounts))
 
     async def _run(self) -> None:
         while True:
             try:
                 await self.refresh()
+                if self._failing:
+                    log.info("catalog_refresh_recovered")
+                self._failing = False
             except Exception as exc:  # noqa: BLE001 - keep serving the last snapshot
-                log.warning("catalog_refresh_failed", error=str(exc))
+                if not self._failing:
+                    log.warning("catalog_refresh_failed", error=str(exc))
+                self._failing = True
             await asyncio.sleep(self.poll_s)
 
     def start(self) -> None:
@@ -43,3 +61,7 @@ class CatalogCache:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass

@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Ingress throughput (bench/results/ingress.md): wrk + postbacks.lua (varied valid postbacks
+# for >= 10,000 devices) against nginx answering a bare 204 (the HTTP ceiling, same run), then
+# against the ingress under each server configuration, with Kafka on this box. Afterwards it
+# counts the records on each run's own topic: every 2xx must be there.
+#
+# Knobs: BENCH_INGRESS_DURATION (s, default 15), BENCH_INGRESS_CONNECTIONS (64),
+# BENCH_INGRESS_THREADS (wrk threads, 1), BENCH_INGRESS_DEVICES (10000),
+# BENCH_INGRESS_CONFIGS ("granian:1 uvicorn:1 granian:2" = server:workers).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+PY=$ROOT/.venv/bin/python
+DURATION=${BENCH_INGRESS_DURATION:-15}
+CONNS=${BENCH_INGRESS_CONNECTIONS:-64}
+THREADS=${BENCH_INGRESS_THREADS:-1}
+DEVICES=${BENCH_INGRESS_DEVICES:-10000}
+CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1 uvicorn:1 granian:2"}
+WARMUP=3
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390/0}
+RUN=$(date +%s)-$$
+WORK=$(mktemp -d /tmp/bench-ingress.XXXXXX)
+OUT=bench/results/ingress.md
+mkdir -p bench/results
+
+need() {  # need <command> <debian package>
+  command -v "$1" >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || { echo "bench/ingress needs $1: apt-get install -y $2" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+need wrk wrk
+need nginx nginx
+[ -x "$PY" ] || make setup
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -TERM -- "-$pid" 2>/dev/null || true; done
+  sleep 1
+  for pid in "${PIDS[@]:-}"; do [ -n "$pid" ] && kill -KILL -- "-$pid" 2>/dev/null || true; done
+  [ -n "${STARTED_INFRA:-}" ] && "$PY" -c "from services.devstack.procs import stop_process as s; [s(n) for n in '$STARTED_INFRA'.split()]" || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Kafka and Redis: reuse running ones (make up), else start them and stop them afterwards.
+STARTED_INFRA=$("$PY" - <<'PY'
+import os
+from services.devstack.infra import infra_running, start_kafka, start_redis
+before = infra_running(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"])
+start_redis(os.environ["REDIS_URL"], log=None) if False else start_redis(os.environ["REDIS_URL"])
+start_kafka(os.environ["KAFKA_BOOTSTRAP_SERVERS"], log=lambda *a: None)
+print(" ".join(n for n, up in before.items() if not up))
+PY
+)
+
+wait_http() {  # wait_http <url> <seconds>
+  for _ in $(seq 1 $(( $2 * 5 ))); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$1" || true)" = 200 ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+run_wrk() {  # run_wrk <base url> <seconds> <output file>
+  ACCOUNT=$ACCOUNT CODES=$CODES DEVICES=$DEVICES wrk -t"$THREADS" -c"$CONNS" -d"$2"s --latency --timeout 5s \
+    -s bench/ingress/postbacks.lua "$1" > "$3" 2>&1
+}
+
+ROWS=()
+NGINX_RPS=0
+
+# ---- nginx: the HTTP ceiling
+NGINX_PORT=$(free_port)
+mkdir -p "$WORK/nginx"
+sed -e "s#RUNDIR#$WORK/nginx#g" -e "s#PORT#$NGINX_PORT#g" -e "s#WORKERS#1#g" bench/ingress/nginx.conf.tmpl > "$WORK/nginx/nginx.conf"
+setsid nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" >"$WORK/nginx/out.log" 2>&1 &
+NGINX_PID=$!; PIDS+=("$NGINX_PID")
+for _ in $(seq 1 50); do curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && break; sleep 0.1; done
+ACCOUNT=1 CODES=first_open
+echo "--- nginx (bare 204), ${DURATION}s"
+run_wrk "http://127.0.0.1:$NGINX_PORT" "$DURATION" "$WORK/nginx.wrk"
+read -r n_req n_non n_err n_rps n_p50 n_p99 < <("$PY" bench/ingress/helper.py wrk "$WORK/nginx.wrk")
+NGINX_RPS=$n_rps
+kill -TERM -- "-$NGINX_PID" 2>/dev/null || true
+echo "nginx: $n_rps req/s p50 ${n_p50} ms p99 ${n_p99} ms"
+
+# ---- the ingress, per configuration
+for cfg in $CONFIGS; do
+  server=${cfg%%:*}; workers=${cfg##*:}
+  tag="$server-w$workers"
+  prefix="bench-$RUN-$tag"
+  topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
+  eval "$("$PY" bench/ingress/helper.py setup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected")"
+  port=$(free_port)
+  echo "--- ingress $tag (account $ACCOUNT), ${WARMUP}s warm-up + ${DURATION}s"
+  PBSEG_KEY_PREFIX=$prefix PBSEG_TOPIC_POSTBACKS=$topic PBSEG_TOPIC_REJECTED=$rejected \
+    INGRESS_SERVER=$server INGRESS_WORKERS=$workers INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
+    setsid "$PY" -m services.ingress > "$WORK/$tag.log" 2>&1 &
+  pid=$!; PIDS+=("$pid")
+  if ! wait_http "http://127.0.0.1:$port/readyz" 60; then echo "ingress $tag did not become ready:"; tail -20 "$WORK/$tag.log"; exit 1; fi
+  run_wrk "http://127.0.0.1:$port" "$WARMUP" "$WORK/$tag.warm"
+  run_wrk "http://127.0.0.1:$port" "$DURATION" "$WORK/$tag.wrk"
+  read -r w_req w_non _ _ _ _ < <("$PY" bench/ingress/helper.py wrk "$WORK/$tag.warm")
+  read -r req non err rps p50 p99 < <("$PY" bench/ingress/helper.py wrk "$WORK/$tag.wrk")
+  server_accepted=$("$PY" bench/ingress/helper.py accepted "http://127.0.0.1:$port")
+  kill -TERM -- "-$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  on_topic=$("$PY" bench/ingress/helper.py count "$KAFKA_BOOTSTRAP_SERVERS" "$topic")
+  ok2xx=$(( w_req - w_non + req - non ))
+  accepted_rps=$(( (req - non) / DURATION ))
+  verdict=OK; [ "$on_topic" -ge "$ok2xx" ] || verdict="MISSING $(( ok2xx - on_topic ))"
+  ratio=$("$PY" -c "print(f'{$accepted_rps / $NGINX_RPS:.1%}')")
+  echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
+  ROWS+=("| $server | $workers | $accepted_rps | $p50 | $p99 | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
+done
+
+{
+  echo "## Ingress"
+  echo
+  echo "\`bench/ingress/run.sh\`, $(date -u +%Y-%m-%dT%H:%MZ): wrk $THREADS thread(s), $CONNS connections, ${DURATION}s per run"
+  echo "(after a ${WARMUP}s warm-up), \`postbacks.lua\`: varied valid postbacks (custom events, reg, install,"
+  echo "dep with amount/currency/tid, a quarter with \`ts\`) for $DEVICES devices. Kafka $KAFKA_BOOTSTRAP_SERVERS and"
+  echo "Redis on this box; each run has its own topic; acks=all, idempotent producer (aiokafka)."
+  echo
+  echo "Ceiling: nginx (1 worker) answering a bare 204: **$NGINX_RPS req/s**, p50 $n_p50 ms, p99 $n_p99 ms."
+  echo
+  echo "| server | workers | accepted/s | p50 ms | p99 ms | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+  echo
+  echo "Target: >= 20,000 accepted/s with p99 <= 25 ms on 2 cores (wrk, Kafka and the ingress share them)."
+} > "$OUT"
+echo "wrote $OUT"

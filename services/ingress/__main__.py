@@ -1,0 +1,48 @@
+"""`python -m services.ingress`: serve the ingress with the HTTP server and limits from
+IngressSettings (INGRESS_SERVER, INGRESS_WORKERS, INGRESS_BIND, header limits)."""
+
+from __future__ import annotations
+
+import sys
+
+from services.ingress.settings import IngressSettings
+
+
+def parse_bind(bind: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = bind.rpartition(":")
+    return (host, int(port)) if sep else (bind, default_port)
+
+
+def serve(settings: IngressSettings) -> None:
+    host, port = parse_bind(settings.bind, 8080)
+    if settings.server == "granian":
+        from granian import Granian
+        from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
+
+        Granian(
+            "services.ingress.main:create_app", factory=True, address=host, port=port,
+            interface=Interfaces.ASGI, workers=settings.workers, loop=Loops.uvloop, http="1",
+            websockets=False, log_access=False, log_level="warning",
+            http1_settings=HTTP1Settings(
+                header_read_timeout=int(settings.header_read_timeout_s * 1000),
+                max_buffer_size=settings.max_header_bytes,
+            ),
+        ).serve()
+    else:
+        import uvicorn
+
+        # uvicorn+httptools bounds headers by llhttp's built-in limit (80 KB) and has no
+        # header read timeout: one reason granian is the default (docs/architecture.md).
+        uvicorn.run("services.ingress.main:create_app", factory=True, host=host, port=port, workers=settings.workers,
+                    http="httptools", loop="uvloop", lifespan="on", access_log=False, log_level="warning",
+                    timeout_keep_alive=5)
+
+
+def main() -> int:
+    serve(IngressSettings())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The ASGI app with a fake producer: replies, limits, rejected records, 503 and 429."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from services.common.catalog import SYSTEM_EVENTS, AccountEntry, CatalogSnapshot
+from services.common.clock import FixedClock
+from services.common.models import PostbackRecord, RejectedPostbackRecord
+from services.ingress.app import IngressApp
+from services.ingress.catalog_cache import CatalogCache
+from services.ingress.producer import ProduceFailed
+from services.ingress.settings import IngressSettings
+
+CATALOG = CatalogSnapshot(version=3, accounts={
+    42: AccountEntry(42, "acme", None, frozenset({*SYSTEM_EVENTS, "first_open"}), frozenset({"old"})),
+    7: AccountEntry(7, "locked", "sekret", frozenset(SYSTEM_EVENTS), frozenset()),
+})
+
+
+class FakeProducer:
+    """Records what would go to Kafka; `fail` makes deliver() raise like a dead broker."""
+
+    def __init__(self):
+        self.delivered: list[tuple[str, bytes, bytes]] = []
+        self.background: list[tuple[str, bytes | None, bytes]] = []
+        self.fail = False
+        self.background_room = 1000
+
+    async def start(self, timeout_s): pass
+    async def stop(self): pass
+    async def reachable(self, timeout_s): return not self.fail
+
+    async def deliver(self, topic, key, value, timeout_s):
+        assert timeout_s <= 2.0
+        if self.fail:
+            raise ProduceFailed("broker gone")
+        self.delivered.append((topic, key, value))
+
+    def deliver_in_background(self, topic, key, value, timeout_s):
+        if len(self.background) >= self.background_room:
+            return False
+        self.background.append((topic, key, value))
+        return True
+
+
+def make_app(**overrides) -> tuple[IngressApp, FakeProducer]:
+    settings = IngressSettings.model_validate({"PBSEG_TOPIC_POSTBACKS": "pb", "PBSEG_TOPIC_REJECTED": "rej", **overrides})
+    cache = CatalogCache(store=None, poll_s=0.25)
+    cache.snapshot = CATALOG
+    producer = FakeProducer()
+    app = IngressApp(settings, producer, cache, FixedClock(1_700_000_000_000))
+    app.kafka_ok = True
+    return app, producer
+
+
+async def call(app, path="/api/postback/", query=b"", method="GET", headers=(), body_chunks=(b"",), slow=False):
+    chunks = list(body_chunks)
+    sent = []
+
+    async def receive():
+        if slow:
+            import asyncio
+            await asyncio.sleep(10)
+        if chunks:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": list(headers)}
+    await app(scope, receive, send)
+    start, body = sent[0], sent[1]
+    assert start["type"] == "http.response.start" and body["type"] == "http.response.body"
+    return start["status"], dict(start["headers"]), body["body"]
+
+
+async def test_accepted_postback_is_delivered_with_key_and_schema():
+    app, producer = make_app()
+    status, headers, body = await call(app, query=b"id=dev-1&status=first_open_42&tid=t1")
+    assert status == 200 and headers[b"content-type"] == b"application/json"
+    reply = orjson.loads(body)
+    assert reply["status"] == "accepted"
+    [(topic, key, value)] = producer.delivered
+    record = PostbackRecord.model_validate_json(value)
+    assert (topic, key) == ("pb", b"42:dev-1")
+    assert (record.event_id, record.event, record.tid) == (reply["event_id"], "first_open", "t1")
+
+
+async def test_post_with_a_body_behaves_like_get():
+    app, producer = make_app()
+    status, _, _ = await call(app, method="POST", query=b"id=dev-1&status=reg_42",
+                              headers=[(b"content-length", b"5")], body_chunks=[b"ab", b"cde"])
+    assert status == 200 and len(producer.delivered) == 1
+
+
+async def test_event_ids_are_unique():
+    app, producer = make_app()
+    ids = {orjson.loads((await call(app, query=b"id=d&status=reg_42"))[2])["event_id"] for _ in range(200)}
+    assert len(ids) == 200
+
+
+@pytest.mark.parametrize("query, status, error", [
+    (b"id=d&status=nope_42", 404, "unknown_event"),
+    (b"id=d&status=old_42", 422, "event_inactive"),
+    (b"id=d&status=reg_7", 403, "missing_key"),
+    (b"id=d&status=reg_7&key=nope", 403, "wrong_key"),
+    (b"status=reg_42", 400, "missing_id"),
+])
+async def test_rejection_replies_and_writes_a_rejected_record(query, status, error):
+    app, producer = make_app()
+    got_status, _, body = await call(app, query=query)
+    assert got_status == status and orjson.loads(body)["error"] == error
+    assert producer.delivered == []
+    [(topic, _, value)] = producer.background
+    record = RejectedPostbackRecord.model_validate_json(value)
+    assert (topic, record.reason, record.stage) == ("rej", error, "ingress")
+    assert "key=nope" not in record.raw
+    assert f'outcome="rejected",reason="{error}"' in (await call(app, path="/metrics"))[2].decode()
+
+
+async def test_kafka_failure_is_503_with_retry_after_and_never_2xx():
+    app, producer = make_app()
+    producer.fail = True
+    status, headers, body = await call(app, query=b"id=d&status=reg_42")
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    assert orjson.loads(body)["error"] == "kafka_unavailable"
+    assert (await call(app, path="/readyz"))[0] == 503
+
+
+async def test_rate_limit_answers_429_with_retry_after():
+    app, producer = make_app(INGRESS_RATE_LIMIT_PER_S=2, INGRESS_RATE_LIMIT_BURST=2)
+    statuses = [(await call(app, query=b"id=d&status=reg_42"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]
+    status, headers, body = await call(app, query=b"id=d&status=reg_42")
+    assert headers[b"retry-after"] == b"1" and orjson.loads(body)["error"] == "rate_limited"
+    assert len(producer.delivered) == 2
+    assert RejectedPostbackRecord.model_validate_json(producer.background[-1][2]).account_id == 42
+
+
+async def test_rate_limit_is_off_by_default():
+    app, producer = make_app()
+    for _ in range(500):
+        assert (await call(app, query=b"id=d&status=reg_42"))[0] == 200
+
+
+@pytest.mark.parametrize("kwargs, status, error", [
+    (dict(method="PUT"), 405, "method_not_allowed"),
+    (dict(query=b"id=d&status=reg_42&x=" + b"y" * 5000), 414, "query_too_long"),
+    (dict(method="POST", headers=[(b"content-length", b"999999")]), 413, "body_too_large"),
+    (dict(method="POST", headers=[(b"transfer-encoding", b"chunked")], body_chunks=[b"x" * 40_000] * 3), 413, "body_too_large"),
+    (dict(method="POST", headers=[(b"content-length", b"abc")]), 400, "invalid_content_length"),
+    (dict(path="/nope"), 404, "not_found"),
+])
+async def test_request_limits(kwargs, status, error):
+    app, producer = make_app()
+    got, _, body = await call(app, **{"query": b"id=d&status=reg_42", **kwargs})
+    assert (got, orjson.loads(body)["error"]) == (status, error)
+    assert producer.delivered == []
+
+
+async def test_slow_body_times_out_with_408():
+    app, producer = make_app(INGRESS_BODY_READ_TIMEOUT_S=0.05)
+    status, _, body = await call(app, method="POST", query=b"id=d&status=reg_42",
+                                 headers=[(b"content-length", b"10")], slow=True)
+    assert (status, orjson.loads(body)["error"]) == (408, "body_timeout") and producer.delivered == []
+
+
+async def test_not_ready_until_the_catalog_is_loaded():
+    app, producer = make_app()
+    app.catalog.snapshot = None
+    status, headers, _ = await call(app, query=b"id=d&status=reg_42")
+    assert status == 503 and headers[b"retry-after"] == b"1"
+    assert (await call(app, path="/readyz"))[0] == 503
+    assert (await call(app, path="/healthz"))[0] == 200
+
+
+async def test_rejected_records_are_dropped_and_counted_when_too_many_are_pending():
+    app, producer = make_app()
+    producer.background_room = 1
+    for _ in range(3):
+        assert (await call(app, query=b"id=d&status=nope_42"))[0] == 404
+    metrics = (await call(app, path="/metrics"))[2].decode()
+    assert 'pbseg_ingress_rejected_records_total{result="dropped"} 2.0' in metrics
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(query=st.binary(max_size=600), method=st.sampled_from(["GET", "POST", "HEAD", "DELETE", "OPTIONS"]),
+       path=st.sampled_from(["/api/postback/", "/api/postback", "/api/postback//", "/x"]))
+async def test_garbage_never_escapes_and_gets_4xx_json(query, method, path):
+    app, producer = make_app()
+    status, headers, body = await call(app, path=path, query=query, method=method)
+    reply = orjson.loads(body)
+    if status == 200:
+        assert reply["status"] == "accepted" and len(producer.delivered) == 1
+    else:
+        assert 400 <= status < 500 and set(reply) == {"error", "message"}
+        assert producer.delivered == []
