@@ -229,9 +229,19 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     assert len(got) == len(set(got)) and set(got) == expected_ids
     await expect(page.locator("#download-status")).to_contain_text(f"{len(expected_ids):,} install ids")
 
-    # Deactivate and activate again; delete with a confirming click.
+    # Deactivate: the ingress refuses the event (and the page lists why); activate again.
     await lead_row.locator("button.toggle").click()
     await expect(lead_row.locator(".status")).to_have_text("Inactive")
+    await expect(lead_row.locator("button.toggle")).to_have_text("Activate")
+    async with httpx.AsyncClient(timeout=10) as client:
+        for _ in range(100):  # the change reaches the ingress within about a second
+            resp = await client.get(f"{running_stack.ingress_url}/api/postback/",
+                                    params={"id": "ui-late", "status": f"lead_{account_id}"})
+            if resp.status_code != 200:
+                break
+            devices.setdefault("ui-late", set()).update(codes_of(["lead"]))
+            await asyncio.sleep(0.1)
+        assert resp.status_code == 422 and resp.json()["error"] == "event_inactive", resp.text
     await lead_row.locator("button.toggle").click()
     await expect(lead_row.locator(".status")).to_have_text("Active")
     await trial_row.locator("button.delete").click()
@@ -242,6 +252,8 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     rejected = page.locator('#rejected-body tr[data-reason="unknown_event"]').filter(has_text="nosuchevent")
     await expect(rejected.first).to_be_visible(timeout=WAIT_MS)
     await expect(rejected.first.locator(".reason-words")).to_have_text("Unknown event")
+    inactive = page.locator('#rejected-body tr[data-reason="event_inactive"]').filter(has_text="ui-late")
+    await expect(inactive.first.locator(".reason-words")).to_have_text("Event is inactive", timeout=WAIT_MS)
 
     # The page never asked the internet for anything, and the key never went into a URL.
     assert requests and all(r.startswith(origin + "/") or r.startswith(("blob:", "data:")) for r in requests), requests
@@ -252,6 +264,8 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await page.click('#clear-filter')
     await pick(page, "include", "reg")
     await pick(page, "exclude", "lead")
+    await expect_filter_count(page, len(segment(devices, ["reg"], ["lead"])))
+    await expect(page.locator("#create-ok")).to_be_hidden(timeout=WAIT_MS)  # confirmations fade
     await page.screenshot(path=str(shot), full_page=True)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if UPDATE_SCREENSHOT:

@@ -42,6 +42,10 @@ function h(tag, attrs = {}, ...children) {
 function showMessage(node, text) {
   node.textContent = text || "";
   node.hidden = !text;
+  if (node.classList.contains("ok") && text) { // confirmations fade; errors stay until fixed
+    clearTimeout(node._fade);
+    node._fade = setTimeout(() => { node.hidden = true; }, 8000);
+  }
 }
 
 function ordinalWord(n) {
@@ -124,9 +128,13 @@ function normaliseEvents(body) {
 
 async function refreshEvents() {
   try {
-    state.events = normaliseEvents(await state.api.segmentEvents());
+    const events = normaliseEvents(await state.api.segmentEvents());
     showMessage($("events-error"), "");
-    renderEvents();
+    // Redraw only on change: a poll must not close an open menu or steal focus for nothing.
+    if (JSON.stringify(events) !== JSON.stringify(state.events)) {
+      state.events = events;
+      renderEvents();
+    }
     return true;
   } catch (err) {
     handle(err, $("events-error"));
@@ -223,11 +231,13 @@ function eventRow(e) {
   );
 }
 
-/** The end of a postback URL (`status=<code>_<account>`, `&key=`) is what tells URLs apart: keep it. */
-function shortUrl(url) {
-  if (url.length <= 64) return url;
-  const cut = url.replace(/^https?:\/\//, "");
-  return cut.length <= 64 ? cut : `${cut.slice(0, 20)}…${cut.slice(-43)}`;
+/** The end of a postback URL (`status=<code>_<account>`, `&key=`) tells URLs apart: keep it,
+ * and the host; shorten the middle. The full URL is in the title and is what Copy copies. */
+function shortUrl(url, max = 46) {
+  const bare = url.replace(/^https?:\/\//, "");
+  if (bare.length <= max) return bare;
+  const host = bare.split("/")[0].slice(0, 22);
+  return `${host}…${bare.slice(-(max - host.length - 1))}`;
 }
 
 async function copyText(text, button) {
@@ -348,6 +358,7 @@ function renderFilterOptions() {
 }
 
 function fillSelect(select, prompt) {
+  if (document.activeElement === select && select.options.length > 1) return; // the user is choosing
   const taken = new Set([...state.include, ...state.exclude]);
   const options = [h("option", { value: "", text: prompt })];
   for (const e of state.events) {
@@ -528,8 +539,9 @@ function wire() {
   $("signout").addEventListener("click", () => signOut(""));
   $("refresh").addEventListener("click", () => refreshAll());
   $("create-form").addEventListener("submit", createEvent);
-  $("include-add").addEventListener("change", (ev) => addCode("include", ev.target.value));
-  $("exclude-add").addEventListener("change", (ev) => addCode("exclude", ev.target.value));
+  for (const kind of ["include", "exclude"]) {
+    $(`${kind}-add`).addEventListener("change", (ev) => { ev.target.blur(); addCode(kind, ev.target.value); });
+  }
   for (const radio of document.querySelectorAll('input[name="include-match"]')) {
     radio.addEventListener("change", (ev) => { state.match = ev.target.value; renderFilterText(); scheduleCount(); });
   }
