@@ -86,6 +86,7 @@ def up() -> int:
     print(f"\nup in {time.monotonic() - started:.1f}s")
     print(f"  ingress   http://{ing.host}:{ing.port}/api/postback/?id=<install id>&status=<event>_<account>")
     print(f"  query     http://{qry.host}:{qry.port}/docs")
+    print(f"  segments  http://{qry.host}:{qry.port}/ui/   (sign in with an API key from `pbseg accounts create`)")
     print(f"  kafka     {settings.kafka_bootstrap_servers}")
     print(f"  redis     {settings.redis_url}")
     print("  logs      .run/logs/")
