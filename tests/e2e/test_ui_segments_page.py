@@ -176,6 +176,7 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
         await wait_until_ingress_accepts(client, running_stack.ingress_url, account_id, "lead", "ui-probe")
         devices["ui-probe"] = codes_of(["lead"])
         first = random_plan(rng, WAVE, "ui-a")
+        first['ui-"quoted",id'] = ["reg"]  # printable ASCII is allowed: the CSV must quote it
         await send_postbacks(client, running_stack.ingress_url, account_id, first)
         devices.update({d: codes_of(c) for d, c in first.items()})
         await expect_counts(page, devices, ["install", "reg", "dep", "lead"])

@@ -88,21 +88,32 @@ export class QueryApi {
   }
 }
 
+function csvField(value) {
+  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
+}
+
 /**
- * Reads an NDJSON export line by line; calls onProgress(n) now and then.
- * Returns the install ids in the order the server sent them.
+ * Turns a streamed NDJSON export into CSV text chunks (header `install_id`, RFC 4180 quoting)
+ * while it arrives, so the page never holds one big array of ids; calls onProgress(n) now and
+ * then. Returns {parts, count}: the parts go straight into a Blob.
  */
-export async function readInstallIds(resp, onProgress) {
+export async function exportAsCsv(resp, onProgress) {
   const reader = resp.body.getReader();
   const decoder = new TextDecoder();
-  const ids = [];
+  const parts = ["install_id\r\n"];
   let pending = "";
+  let count = 0;
   let lastReport = 0;
-  const take = (line) => {
-    const trimmed = line.trim();
-    if (!trimmed) return;
-    const rec = JSON.parse(trimmed);
-    if (rec && typeof rec.install_id === "string") ids.push(rec.install_id);
+  const take = (lines) => {
+    const out = [];
+    for (const line of lines) {
+      const trimmed = line.trim();
+      if (!trimmed) continue;
+      const rec = JSON.parse(trimmed);
+      if (rec && typeof rec.install_id === "string") out.push(csvField(rec.install_id) + "\r\n");
+    }
+    count += out.length;
+    if (out.length) parts.push(out.join(""));
   };
   for (;;) {
     const { value, done } = await reader.read();
@@ -110,11 +121,11 @@ export async function readInstallIds(resp, onProgress) {
     pending += decoder.decode(value, { stream: true });
     const lines = pending.split("\n");
     pending = lines.pop();
-    lines.forEach(take);
-    if (ids.length - lastReport >= 5000) { lastReport = ids.length; onProgress(ids.length); }
+    take(lines);
+    if (count - lastReport >= 5000) { lastReport = count; onProgress(count); }
   }
   pending += decoder.decode();
-  take(pending);
-  onProgress(ids.length);
-  return ids;
+  take([pending]);
+  onProgress(count);
+  return { parts, count };
 }

@@ -1,6 +1,6 @@
 // The Segments page. Plain ES modules, no build step; everything is drawn with DOM calls
 // (textContent, never innerHTML), so event names from users cannot inject markup.
-import { ApiError, QueryApi, describeError, readInstallIds } from "./api.js";
+import { ApiError, QueryApi, describeError, exportAsCsv } from "./api.js";
 import { drawDepositFunnel, drawEventBars } from "./chart.js";
 
 const KEY_STORAGE = "pbseg.apiKey"; // sessionStorage only: gone when the tab closes
@@ -440,10 +440,6 @@ async function runCount() {
 
 // ---------------------------------------------------------------- download
 
-function csvField(value) {
-  return /[",\r\n]/.test(value) ? `"${value.replaceAll('"', '""')}"` : value;
-}
-
 async function download() {
   const button = $("download");
   const status = $("download-status");
@@ -452,16 +448,15 @@ async function download() {
   status.textContent = "Preparing…";
   try {
     const resp = await state.api.exportStream(filterBody());
-    const ids = await readInstallIds(resp, (n) => { status.textContent = `${fmt.format(n)} install ids…`; });
-    const csv = `install_id\r\n${ids.map(csvField).join("\r\n")}${ids.length ? "\r\n" : ""}`;
-    const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+    const { parts, count } = await exportAsCsv(resp, (n) => { status.textContent = `${fmt.format(n)} install ids…`; });
+    const url = URL.createObjectURL(new Blob(parts, { type: "text/csv;charset=utf-8" }));
     const when = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
     const a = h("a", { href: url, download: `segment-${when}.csv`, class: "offscreen" });
     document.body.append(a);
     a.click();
     a.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
-    status.textContent = `Downloaded ${fmt.format(ids.length)} install ids.`;
+    status.textContent = `Downloaded ${fmt.format(count)} install ids.`;
   } catch (err) {
     status.textContent = "";
     handle(err, $("filter-error"));
