@@ -11,7 +11,8 @@ from fastapi.responses import StreamingResponse
 from services.query import event_views as views
 from services.query.auth import Account
 from services.query.errors import ApiError
-from services.query.filters import CursorError, DevicePageRequest, SegmentFilter, decode_cursor, unknown_codes
+from services.query.filters import (CursorError, DevicePageRequest, SegmentFilter, decode_cursor, deposit_ordinal,
+                                    unknown_codes)
 from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents
 from services.query.segments import SegmentIndex
 
@@ -37,12 +38,12 @@ async def segment_events(account: Account, request: Request) -> SegmentEvents:
     """Every event of the account with its device count and ready postback URL: system events,
     then the deposit ordinals dep_2 .. the highest seen, then custom events."""
     catalog, index = request.app.state.catalog, _index(request)
-    custom, max_ordinal, meta = await asyncio.gather(
-        catalog.custom_events(account), index.max_deposit_ordinal(account), catalog.get_account(account))
+    custom, counts, meta = await asyncio.gather(
+        catalog.custom_events(account), index.device_counts(account), catalog.get_account(account))
+    max_ordinal = max((n for c in counts if (n := deposit_ordinal(c)) is not None), default=1)
     rows = views.overview_rows(custom, max_ordinal)
-    counts = await index.device_counts(account, [r.code for r in rows])
     base, secret = request.app.state.settings.postback_base_url, (meta or {}).get("secret")
-    return SegmentEvents(events=[{**r.as_dict(), "devices": counts[r.code],
+    return SegmentEvents(events=[{**r.as_dict(), "devices": counts.get(r.code, 0),
                                   "postback_url": views.postback_url(base, r.code, account, secret)} for r in rows])
 
 

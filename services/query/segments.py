@@ -15,12 +15,13 @@ from typing import AsyncIterator
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys
-from services.query.filters import Cursor, SegmentFilter, deposit_ordinal
+from services.query.filters import Cursor, SegmentFilter
 
 _HERE = Path(__file__).parent
 _PRELUDE = (_HERE / "segment_filter.lua").read_text()
 _COUNT = _PRELUDE + (_HERE / "segment_count.lua").read_text()
 _PAGE = _PRELUDE + (_HERE / "segment_page.lua").read_text()
+_SIZES = (_HERE / "segment_sizes.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class SegmentIndex:
         self.partitions = partitions
         self._count = redis.register_script(_COUNT)
         self._page = redis.register_script(_PAGE)
+        self._sizes = redis.register_script(_SIZES)
 
     def _args(self, keys: PartitionKeys, account_id: int, f: SegmentFilter) -> tuple[list[str], list]:
         scratch = f"{keys.tag}:scratch:{os.urandom(8).hex()}"
@@ -82,23 +84,17 @@ class SegmentIndex:
                 return
             cursor = page.next_cursor
 
-    async def seen_codes(self, account_id: int) -> set[str]:
-        """Every code with a bitmap in any partition of the account."""
+    async def device_counts(self, account_id: int) -> dict[str, int]:
+        """Devices on which each code occurred, for every code with a bitmap in the account
+        (one script per partition, one pipelined round trip)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
-                pipe.smembers(PartitionKeys(self.prefix, p).segment_codes(account_id))
-            sets = await pipe.execute()
-        return {c.decode() if isinstance(c, bytes) else c for s in sets for c in s}
-
-    async def max_deposit_ordinal(self, account_id: int) -> int:
-        return max((n for c in await self.seen_codes(account_id) if (n := deposit_ordinal(c)) is not None), default=1)
-
-    async def device_counts(self, account_id: int, codes: list[str]) -> dict[str, int]:
-        """Devices on which each code occurred (BITCOUNT per code and partition, one pipeline)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for code in codes:
-                for p in range(self.partitions):
-                    pipe.bitcount(PartitionKeys(self.prefix, p).segment(account_id, code))
-            values = await pipe.execute()
-        n = self.partitions
-        return {code: sum(values[i * n:(i + 1) * n]) for i, code in enumerate(codes)}
+                keys = PartitionKeys(self.prefix, p)
+                await self._sizes(keys=[keys.segment_codes(account_id)], args=[keys.tag, account_id], client=pipe)
+            replies = await pipe.execute()
+        counts: dict[str, int] = {}
+        for reply in replies:
+            for code, n in zip(reply[::2], reply[1::2]):
+                code = code.decode() if isinstance(code, bytes) else code
+                counts[code] = counts.get(code, 0) + int(n)
+        return counts
