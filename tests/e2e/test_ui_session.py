@@ -53,9 +53,20 @@ async def test_key_lives_in_one_tab_and_accounts_stay_apart(running_stack, brows
     await tab_a.click("#create-button")
     await expect(tab_a.locator('#events-body tr[data-code="a_only"]')).to_have_count(1)
 
+    # Rename in place: an empty name is refused in words, a new one is saved.
+    row_a = tab_a.locator('#events-body tr[data-code="a_only"]')
+    await row_a.locator("button.rename-btn").click()
+    await row_a.locator("input.rename-input").fill("")
+    await row_a.locator("button.save-rename").click()
+    await expect(tab_a.locator("#events-error")).to_contain_text("needs a name")
+    await row_a.locator("input.rename-input").fill("Renamed in A")
+    await row_a.locator("button.save-rename").click()
+    await expect(row_a.locator(".name-text")).to_have_text("Renamed in A")
+    await expect(tab_a.locator("#events-error")).to_be_hidden()
+
     await tab_a.reload()
     await expect(tab_a.locator("#app")).to_be_visible()
-    await expect(tab_a.locator('#events-body tr[data-code="a_only"]')).to_have_count(1)
+    await expect(row_a.locator(".name-text")).to_have_text("Renamed in A")  # stored, not just drawn
 
     tab_b = await tab_a.context.new_page()
     await tab_b.goto(f"{origin}/ui/")

@@ -82,6 +82,7 @@ export class QueryApi {
   exportStream(filter) { return this.request("POST", "/segments/export", filter, { raw: true }); }
   rejected() { return this.request("GET", "/postbacks/rejected"); }
   createEvent(name, code) { return this.request("POST", "/events", { name, code }); }
+  renameEvent(id, name) { return this.request("PUT", `/events/${encodeURIComponent(id)}`, { name }); }
   deleteEvent(id) { return this.request("DELETE", `/events/${encodeURIComponent(id)}`); }
   setActive(id, active) {
     return this.request("POST", `/events/${encodeURIComponent(id)}/${active ? "activate" : "deactivate"}`);

@@ -17,6 +17,7 @@ const state = {
   exclude: [],
   match: "all",
   pendingDelete: null, // event id whose delete waits for a confirming click
+  editing: null, // event id whose name is being edited
   countSeq: 0,
   countAbort: null,
   countTimer: null,
@@ -188,7 +189,9 @@ function renderEvents() {
   if (!state.events.length) {
     body.replaceChildren(h("tr", {}, h("td", { colspan: 7, class: "muted", text: "No events." })));
   } else {
-    body.replaceChildren(...state.events.map(eventRow));
+    // While a name is being edited the rows stay as they are; counts catch up after Save/Cancel.
+    const editing = state.editing !== null && body.querySelector("input.rename-input");
+    if (!editing) body.replaceChildren(...state.events.map(eventRow));
   }
   renderStats();
   renderFilterOptions();
@@ -221,7 +224,7 @@ function eventRow(e) {
     actions.append(h("span", { class: "muted small", text: "built in" }));
   }
   return h("tr", { "data-code": e.code, "data-type": e.type, class: e.status === 1 ? "" : "inactive" },
-    h("td", { class: "name", text: e.name || e.code }),
+    nameCell(e),
     h("td", {}, h("code", { text: e.code })),
     h("td", { class: "type" }, h("span", { class: `tag ${custom ? "tag-custom" : /^dep/.test(e.code) ? "tag-dep" : "tag-system"}`, text: typeLabel(e) })),
     h("td", { class: "status" }, h("span", { class: `pill ${e.status === 1 ? "on" : "off"}`, text: e.status === 1 ? "Active" : "Inactive" })),
@@ -238,6 +241,49 @@ function shortUrl(url, max = 46) {
   if (bare.length <= max) return bare;
   const host = bare.split("/")[0].slice(0, 22);
   return `${host}…${bare.slice(-(max - host.length - 1))}`;
+}
+
+function nameCell(e) {
+  if (e.type !== "CUSTOM") return h("td", { class: "name", text: e.name || e.code });
+  if (state.editing === e.id) {
+    const input = h("input", { type: "text", class: "rename-input", maxlength: 128, "aria-label": `New name of ${e.code}` });
+    input.value = e.name || "";
+    const form = h("form", { class: "rename", novalidate: true },
+      input,
+      h("button", { type: "submit", class: "small-btn primary save-rename", text: "Save" }),
+      h("button", { type: "button", class: "small-btn cancel-rename", text: "Cancel", onclick: () => stopEditing() }),
+    );
+    form.addEventListener("submit", (ev) => { ev.preventDefault(); renameEvent(e, input.value.trim(), form); });
+    input.addEventListener("keydown", (ev) => { if (ev.key === "Escape") stopEditing(); });
+    setTimeout(() => { input.focus(); input.select(); }, 0);
+    return h("td", { class: "name editing" }, form);
+  }
+  return h("td", { class: "name" },
+    h("span", { class: "name-text", text: e.name || e.code }),
+    h("button", { type: "button", class: "rename-btn", title: "Rename", "aria-label": `Rename ${e.code}`, text: "✎",
+      onclick: () => { state.editing = e.id; renderEvents(); } }),
+  );
+}
+
+function stopEditing() {
+  state.editing = null;
+  renderEvents();
+}
+
+async function renameEvent(e, name, form) {
+  if (!name) return showMessage($("events-error"), "An event needs a name; to remove the event use Delete.");
+  if (name === e.name) return stopEditing();
+  for (const b of form.querySelectorAll("button")) b.disabled = true;
+  try {
+    await state.api.renameEvent(e.id, name);
+    showMessage($("events-error"), "");
+    state.editing = null;
+    await refreshEvents();
+    renderEvents();
+  } catch (err) {
+    handle(err, $("events-error"));
+    for (const b of form.querySelectorAll("button")) b.disabled = false;
+  }
 }
 
 async function copyText(text, button) {
