@@ -15,7 +15,7 @@ from services.query.schemas_api import DeviceOut, ErrorOut, RejectedOut
 router = APIRouter(prefix="/api/b/v2", responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 
 
-@router.get("/devices/{install_id}", response_model=DeviceOut, tags=["devices"], responses={404: {"model": ErrorOut}})
+@router.get("/devices/{install_id:path}", response_model=DeviceOut, tags=["devices"], responses={404: {"model": ErrorOut}})
 async def device(install_id: Annotated[str, Path(pattern=INSTALL_ID_PATTERN)], account: Account,
                  request: Request) -> DeviceOut:
     """A device's events (system events and deposit ordinals included) with first/last time and count."""

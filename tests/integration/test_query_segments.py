@@ -205,7 +205,7 @@ async def test_overview_orders_events_and_counts_devices(query):
 async def test_device_lookup(query):
     """A device's events with deposit ordinals, first/last times and counts; 404 when unknown."""
     t = await query.tenant()
-    await query.devices(t, {"dev:1": {"reg": 1, "dep": 2, "promo": 3}})
+    await query.devices(t, {"dev:1": {"reg": 1, "dep": 2, "promo": 3}, "a/b?c#d": {}})
     await query.call(t, "POST", "/api/b/v2/events", json={"name": "Promo", "code": "promo"})
     resp = await query.call(t, "GET", "/api/b/v2/devices/dev:1")
     assert resp.status_code == 200, resp.text
@@ -214,6 +214,9 @@ async def test_device_lookup(query):
     assert [(e["code"], e["occurrences"]) for e in body["events"]] == [
         ("install", 1), ("reg", 1), ("dep", 2), ("dep_2", 1), ("promo", 3)]
     assert all(e["first_at"] == e["last_at"] == 1_700_000_000_000 for e in body["events"])
+    odd = await query.call(t, "GET", "/api/b/v2/devices/a%2Fb%3Fc%23d")
+    assert odd.status_code == 200 and odd.json()["install_id"] == "a/b?c#d"
+    assert (await query.call(t, "GET", "/api/b/v2/devices/a/b%3Fc%23d")).json()["install_id"] == "a/b?c#d"
     missing = await query.call(t, "GET", "/api/b/v2/devices/nobody")
     assert missing.status_code == 404 and missing.json()["error"] == "device_not_found"
     bad = await query.call(t, "GET", "/api/b/v2/devices/" + "x" * 129)
