@@ -25,8 +25,8 @@ def _now(request: Request) -> int:
     return request.app.state.clock.now_ms()
 
 
-async def _custom_or_raise(request: Request, account: int, event_id: int) -> None:
-    """403 for a system event id, 404 for an id that is not this account's custom event."""
+def _refuse_system(event_id: int) -> None:
+    """System events (ids 1-3) are immutable: 403."""
     if views.system_event_by_id(event_id) is not None:
         raise ApiError(403, "system_event", "system events (install, reg, dep) cannot be changed or deleted")
 
@@ -67,7 +67,7 @@ async def get_event(event_id: EventId, account: Account, request: Request) -> Ev
 @router.put("/{event_id}", response_model=EventOut, responses={403: {"model": ErrorOut}, 404: {"model": ErrorOut},
                                                               409: {"model": ErrorOut}})
 async def update_event(event_id: EventId, body: EventUpdate, account: Account, request: Request) -> EventOut:
-    await _custom_or_raise(request, account, event_id)
+    _refuse_system(event_id)
     catalog = _catalog(request)
     current = await catalog.custom_event(account, event_id)
     if current is None:
@@ -83,13 +83,13 @@ async def update_event(event_id: EventId, body: EventUpdate, account: Account, r
 async def delete_event(event_id: EventId, account: Account, request: Request) -> Response:
     """Deletes the event: the ingress refuses its code from then on. Devices already recorded
     keep their history; creating the code again brings those counts back."""
-    await _custom_or_raise(request, account, event_id)
+    _refuse_system(event_id)
     await _catalog(request).delete_event(account, event_id, _now(request))
     return Response(status_code=204)
 
 
 async def _set_status(event_id: int, account: int, request: Request, status: int) -> EventOut:
-    await _custom_or_raise(request, account, event_id)
+    _refuse_system(event_id)
     event = await _catalog(request).set_event_status(account, event_id, status, _now(request))
     return EventOut(**views.custom_view(event).as_dict())
 
