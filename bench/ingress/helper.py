@@ -63,6 +63,24 @@ def accepted(url: str) -> None:
     print(int(total))
 
 
+def cpu_seconds(group: int) -> None:
+    """CPU seconds (user + system) used so far by every process in process group `group`."""
+    import os
+
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime + stime
+    print(f"{total / ticks:.2f}")
+
+
 def wrk_summary(path: str) -> None:
     """Prints: requests non2xx errors rps p50_ms p99_ms (from `wrk --latency` output)."""
     text = open(path).read()
@@ -88,6 +106,8 @@ if __name__ == "__main__":
         asyncio.run(count(args[0], args[1]))
     elif cmd == "accepted":
         accepted(args[0])
+    elif cmd == "cpu":
+        cpu_seconds(int(args[0]))
     elif cmd == "wrk":
         wrk_summary(args[0])
     else:

@@ -6,7 +6,7 @@
 #
 # Knobs: BENCH_INGRESS_DURATION (s, default 15), BENCH_INGRESS_CONNECTIONS (64),
 # BENCH_INGRESS_THREADS (wrk threads, 1), BENCH_INGRESS_DEVICES (10000),
-# BENCH_INGRESS_CONFIGS ("granian:1 uvicorn:1 granian:2" = server:workers).
+# BENCH_INGRESS_CONFIGS (server:workers:kafka client, default below).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -15,7 +15,7 @@ DURATION=${BENCH_INGRESS_DURATION:-15}
 CONNS=${BENCH_INGRESS_CONNECTIONS:-64}
 THREADS=${BENCH_INGRESS_THREADS:-1}
 DEVICES=${BENCH_INGRESS_DEVICES:-10000}
-CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1 uvicorn:1 granian:2"}
+CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1:confluent granian:1:aiokafka uvicorn:1:confluent granian:2:confluent"}
 WARMUP=3
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390/0}
@@ -49,7 +49,7 @@ STARTED_INFRA=$("$PY" - <<'PY'
 import os
 from services.devstack.infra import infra_running, start_kafka, start_redis
 before = infra_running(os.environ["KAFKA_BOOTSTRAP_SERVERS"], os.environ["REDIS_URL"])
-start_redis(os.environ["REDIS_URL"], log=None) if False else start_redis(os.environ["REDIS_URL"])
+start_redis(os.environ["REDIS_URL"])
 start_kafka(os.environ["KAFKA_BOOTSTRAP_SERVERS"], log=lambda *a: None)
 print(" ".join(n for n, up in before.items() if not up))
 PY
@@ -88,20 +88,22 @@ echo "nginx: $n_rps req/s p50 ${n_p50} ms p99 ${n_p99} ms"
 
 # ---- the ingress, per configuration
 for cfg in $CONFIGS; do
-  server=${cfg%%:*}; workers=${cfg##*:}
-  tag="$server-w$workers"
+  IFS=: read -r server workers client <<<"$cfg"
+  tag="$server-w$workers-$client"
   prefix="bench-$RUN-$tag"
   topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
   eval "$("$PY" bench/ingress/helper.py setup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected")"
   port=$(free_port)
   echo "--- ingress $tag (account $ACCOUNT), ${WARMUP}s warm-up + ${DURATION}s"
   PBSEG_KEY_PREFIX=$prefix PBSEG_TOPIC_POSTBACKS=$topic PBSEG_TOPIC_REJECTED=$rejected \
-    INGRESS_SERVER=$server INGRESS_WORKERS=$workers INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
+    INGRESS_SERVER=$server INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
     setsid "$PY" -m services.ingress > "$WORK/$tag.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   if ! wait_http "http://127.0.0.1:$port/readyz" 60; then echo "ingress $tag did not become ready:"; tail -20 "$WORK/$tag.log"; exit 1; fi
   run_wrk "http://127.0.0.1:$port" "$WARMUP" "$WORK/$tag.warm"
+  cpu_before=$("$PY" bench/ingress/helper.py cpu "$pid")
   run_wrk "http://127.0.0.1:$port" "$DURATION" "$WORK/$tag.wrk"
+  cpu_after=$("$PY" bench/ingress/helper.py cpu "$pid")
   read -r w_req w_non _ _ _ _ < <("$PY" bench/ingress/helper.py wrk "$WORK/$tag.warm")
   read -r req non err rps p50 p99 < <("$PY" bench/ingress/helper.py wrk "$WORK/$tag.wrk")
   server_accepted=$("$PY" bench/ingress/helper.py accepted "http://127.0.0.1:$port")
@@ -112,8 +114,9 @@ for cfg in $CONFIGS; do
   accepted_rps=$(( (req - non) / DURATION ))
   verdict=OK; [ "$on_topic" -ge "$ok2xx" ] || verdict="MISSING $(( ok2xx - on_topic ))"
   ratio=$("$PY" -c "print(f'{$accepted_rps / $NGINX_RPS:.1%}')")
-  echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
-  ROWS+=("| $server | $workers | $accepted_rps | $p50 | $p99 | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
+  cpu_us=$("$PY" -c "print(round(($cpu_after - $cpu_before) * 1e6 / max(1, $req)))")
+  echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms ingress CPU ${cpu_us} us/request non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
+  ROWS+=("| $server | $workers | $client | $accepted_rps | $p50 | $p99 | $cpu_us | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
 done
 
 {
@@ -126,8 +129,8 @@ done
   echo
   echo "Ceiling: nginx (1 worker) answering a bare 204: **$NGINX_RPS req/s**, p50 $n_p50 ms, p99 $n_p99 ms."
   echo
-  echo "| server | workers | accepted/s | p50 ms | p99 ms | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | workers | Kafka client | accepted/s | p50 ms | p99 ms | ingress CPU µs/request | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "Target: >= 20,000 accepted/s with p99 <= 25 ms on 2 cores (wrk, Kafka and the ingress share them)."

@@ -17,7 +17,10 @@ def create_app(settings: IngressSettings | None = None) -> IngressApp:
     settings = settings or IngressSettings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = IngressMetrics()
-    producer = AiokafkaRecordProducer(
+    producer_class = AiokafkaRecordProducer
+    if settings.kafka_client == "confluent":
+        from services.ingress.producer_confluent import ConfluentRecordProducer as producer_class
+    producer = producer_class(
         settings.kafka_bootstrap_servers, settings.kafka_linger_ms, settings.kafka_max_batch_bytes,
         settings.max_pending_rejected,
         on_background_failure=lambda reason: metrics.rejected_writes.labels("failed").inc(),

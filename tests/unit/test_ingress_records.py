@@ -46,3 +46,15 @@ def test_the_secret_never_reaches_the_rejected_topic():
 def test_any_rejection_encodes_to_a_valid_record(raw, message, account):
     record = rejected_value(RejectedPostback(400, "x", message, account), raw, 1)
     RejectedPostbackRecord.model_validate_json(record)
+
+
+def test_partitioning_matches_the_default_kafka_partitioner():
+    """Our own batching must put a key where every other Kafka client would."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from services.ingress.producer import partition_for
+
+    partitions = list(range(8))
+    for i in range(500):
+        key = f"{i % 37}:dev-{i}".encode()
+        assert partition_for(key, 8) == DefaultPartitioner()(key, partitions, partitions)

@@ -1,0 +1,118 @@
+"""`RecordProducer` on confluent-kafka (librdkafka): batching, compression of requests and
+retries run in librdkafka's C threads, so a postback costs the event loop one `produce()`
+call and one future. Delivery reports are served by `poll(0)` from a task on the loop
+every `poll_interval_s`, which resolves the waiting futures in the loop's own thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+
+import structlog
+from confluent_kafka import KafkaException, Producer
+
+from services.ingress.producer import ProduceFailed
+
+log = structlog.get_logger("ingress.producer")
+
+
+def _ack(fut: asyncio.Future, err, _msg) -> None:
+    if fut.done():  # the request already gave up (503); the record was not acknowledged to it
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(ProduceFailed(str(err)))
+
+
+class ConfluentRecordProducer:
+    """acks=all + enable.idempotence: librdkafka's retries cannot duplicate or reorder."""
+
+    def __init__(self, bootstrap: str, linger_ms: int, max_batch_bytes: int, max_background: int,
+                 on_background_failure=None, poll_interval_s: float = 0.001):
+        self.bootstrap = bootstrap
+        self._config = {
+            "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
+            "linger.ms": linger_ms, "batch.size": max_batch_bytes, "socket.nagle.disable": True,
+            # A record not acknowledged within 10 s is given up by the client; its sender got
+            # a 503 after at most 2 s anyway.
+            "message.timeout.ms": 10_000,
+        }
+        self._producer: Producer | None = None
+        self._poll_interval_s = poll_interval_s
+        self._poll_task: asyncio.Task | None = None
+        self._max_background = max_background
+        self._background = 0
+        self._on_background_failure = on_background_failure or (lambda reason: None)
+
+    async def start(self, timeout_s: float) -> None:
+        self._producer = Producer(self._config)
+        deadline = time.monotonic() + timeout_s
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if await self.reachable(min(2.0, max(0.1, deadline - time.monotonic()))):
+                self._poll_task = asyncio.create_task(self._poll())
+                return
+            log.warning("kafka_not_reachable", bootstrap=self.bootstrap)
+            await asyncio.sleep(0.5)
+        raise RuntimeError(
+            f"cannot reach Kafka at {self.bootstrap} within {timeout_s:.0f}s ({last}). "
+            "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS to a running broker."
+        )
+
+    async def _poll(self) -> None:
+        producer, interval = self._producer, self._poll_interval_s
+        while True:
+            producer.poll(0)
+            await asyncio.sleep(interval)
+
+    async def stop(self) -> None:
+        if self._poll_task:
+            self._poll_task.cancel()
+        if self._producer is not None:
+            await asyncio.to_thread(self._producer.flush, 5.0)
+
+    async def deliver(self, topic: str, key: bytes, value: bytes, timeout_s: float) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._producer.produce(topic, value, key, on_delivery=functools.partial(_ack, fut))
+                break
+            except BufferError:  # librdkafka's queue is full: Kafka is not keeping up
+                if time.monotonic() >= deadline:
+                    raise ProduceFailed("the client's queue stayed full") from None
+                await asyncio.sleep(0.005)
+            except KafkaException as exc:
+                raise ProduceFailed(str(exc)) from exc
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                await fut
+        except TimeoutError as exc:
+            raise ProduceFailed(f"no acknowledgement from Kafka within {timeout_s}s") from exc
+
+    def deliver_in_background(self, topic: str, key: bytes | None, value: bytes, timeout_s: float) -> bool:
+        if self._background >= self._max_background:
+            return False
+        try:
+            self._producer.produce(topic, value, key, on_delivery=self._background_done)
+        except (BufferError, KafkaException) as exc:
+            self._on_background_failure(type(exc).__name__)
+            return False
+        self._background += 1
+        return True
+
+    def _background_done(self, err, _msg) -> None:
+        self._background -= 1
+        if err is not None:
+            self._on_background_failure(str(err.name()))
+            log.warning("background_produce_failed", error=str(err))
+
+    async def reachable(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.to_thread(self._producer.list_topics, None, timeout_s)
+            return True
+        except Exception:  # noqa: BLE001 - unreachable for whatever reason
+            return False
