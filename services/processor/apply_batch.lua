@@ -8,13 +8,18 @@
 -- the same Redis Cluster slot as KEYS[1] (docs/architecture.md, "Exactly once").
 -- ARGV[1] = partition hash tag, e.g. "{pbseg:p3}"
 -- ARGV[2] = tid retention in ms
--- ARGV[3] = processing time (ms, from the injected clock)
+-- ARGV[3] = processing time (ms, from the injected clock), decimal text
 -- ARGV[4] = the batch's last offset: the watermark moves there even when the last records
 --           were rejected (they are in ARGV only when they are applicable)
 -- ARGV[5] = "1" to append device-event records to the outbox, "0" not to (rebuild)
--- ARGV[6..] = events, 10 fields each:
---   offset, event_id, account, install_id, event, occurred_at, received_at, tid ("" = none), amount, currency
+-- ARGV[6] = the events, a JSON array of arrays (one argument: cheap to send, decoded in C by cjson):
+--   [offset, event_id, account, install_id, event, occurred_at, received_at, tid ("" = none), record]
+--   all strings but the offset (account ids may exceed 2^53); record = the device-event.v1 JSON
+--   of this occurrence without `deposit_ordinal`, `first_occurrence` and the closing brace
+--   (rendered by planning.py; "" when not emitting)
 -- Device hash values: "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
+-- Outbox: ONE stream entry per batch, field `r` = lines "<account>:<install id>\t<json>" joined
+-- by "\n" (install ids are printable ASCII without spaces; JSON text has no raw tab/newline).
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
 local tag = ARGV[1]
 local tid_ttl = tonumber(ARGV[2])
@@ -22,54 +27,46 @@ local now_text = ARGV[3]
 local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
 local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local outbox = tag .. ':outbox'
-local applied, skipped, dups, emitted = 0, 0, 0, 0
+local applied, skipped, dups = 0, 0, 0
+local lines = {}
+local known_codes = {}
 
-local function mark(acct, dkey, num, code, ts)
-  -- Records one occurrence of `code`; returns (first_occurrence, count).
-  local cur = redis.call('HGET', dkey, code)
-  if not cur then
-    redis.call('HSET', dkey, code, ts)
-    redis.call('SETBIT', tag .. ':s:' .. acct .. ':' .. code, num, 1)
-    redis.call('SADD', tag .. ':codes:' .. acct, code)
-    return true, 1
-  end
+local function bump(cur, ts)
+  -- One more occurrence at ts of an event whose stored value is `cur` (nil = never).
+  if not cur then return ts, 1 end
   local first, last, count = string.match(cur, '^(%d+):(%d+):(%d+)$')
   if not first then first, last, count = cur, cur, '1' end
   count = tonumber(count) + 1
   local t = tonumber(ts)
   if t > tonumber(last) then last = ts end
   if t < tonumber(first) then first = ts end
-  redis.call('HSET', dkey, code, first .. ':' .. last .. ':' .. count)
-  return false, count
+  return first .. ':' .. last .. ':' .. count, count
 end
 
-local function str_or_null(v)
-  if v == '' then return 'null' end
-  return cjson.encode(v)
+local function index(acct, code, num)
+  redis.call('SETBIT', tag .. ':s:' .. acct .. ':' .. code, num, 1)
+  local ck = acct .. ':' .. code
+  if not known_codes[ck] then
+    redis.call('SADD', tag .. ':codes:' .. acct, code)
+    known_codes[ck] = true
+  end
 end
 
-local function emit(event_id, acct, install, code, ordinal, first, ts, tid, amount, currency)
-  if not emit_records then return end
-  -- Numbers are spliced as the decimal text they arrived in (account ids may exceed 2^53,
-  -- which Lua numbers and cjson would round); strings go through cjson for escaping.
-  local record = '{"schema":"device-event.v1","event_id":' .. cjson.encode(event_id) ..
+local function emit_install(event_id, acct, install, ts)
+  lines[#lines + 1] = acct .. ':' .. install .. '\t{"schema":"device-event.v1","event_id":' .. cjson.encode(event_id) ..
     ',"account_id":' .. acct .. ',"install_id":' .. cjson.encode(install) ..
-    ',"event":' .. cjson.encode(code) .. ',"deposit_ordinal":' .. (ordinal and tostring(ordinal) or 'null') ..
-    ',"first_occurrence":' .. (first and 'true' or 'false') .. ',"occurred_at":' .. ts ..
-    ',"processed_at":' .. now_text .. ',"tid":' .. str_or_null(tid) .. ',"amount":' .. str_or_null(amount) ..
-    ',"currency":' .. str_or_null(currency) .. '}'
-  redis.call('XADD', outbox, '*', 'k', acct .. ':' .. install, 'v', record)
-  emitted = emitted + 1
+    ',"event":"install","occurred_at":' .. ts .. ',"processed_at":' .. now_text ..
+    ',"tid":null,"amount":null,"currency":null,"deposit_ordinal":null,"first_occurrence":true}'
 end
 
-for i = 6, #ARGV, 10 do
-  local offset = tonumber(ARGV[i])
+local events = cjson.decode(ARGV[6])
+for _, e in ipairs(events) do
+  local offset = e[1]
   if offset <= watermark then
     skipped = skipped + 1
   else
-    local event_id, acct, install, code = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-    local ts, received, tid, amount, currency = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7], ARGV[i + 8], ARGV[i + 9]
+    local event_id, acct, install, code = e[2], e[3], e[4], e[5]
+    local ts, received, tid, record = e[6], e[7], e[8], e[9]
     local duplicate = false
     if tid ~= '' then
       -- The value is the ingress receive time of the first occurrence, so a replay of the
@@ -86,33 +83,46 @@ for i = 6, #ARGV, 10 do
       dups = dups + 1
     else
       local dkey = tag .. ':d:' .. acct .. ':' .. install
-      local num = redis.call('HGET', dkey, '#')
-      local created = false
+      local cur = redis.call('HMGET', dkey, '#', code)
+      local num, value = cur[1], cur[2]
+      local writes = {}
+      local install_postback = false
       if not num then
-        created = true
         num = redis.call('INCR', tag .. ':seq:' .. acct)
-        redis.call('HSET', dkey, '#', num)
         redis.call('HSET', tag .. ':n:' .. acct .. ':' .. math.floor(num / 512), num % 512, install)
-        mark(acct, dkey, num, 'install', ts)
-        if code == 'install' then
-          emit(event_id, acct, install, 'install', nil, true, ts, tid, amount, currency)
-        else
-          emit(event_id .. ':install', acct, install, 'install', nil, true, ts, '', '', '')
-        end
+        index(acct, 'install', num)
+        writes = {'#', num, 'install', ts}
+        -- an install postback on a new device IS the device's install occurrence
+        install_postback = code == 'install'
+        if emit_records and not install_postback then emit_install(event_id .. ':install', acct, install, ts) end
       end
       num = tonumber(num)
-      if not (created and code == 'install') then
-        local first, count = mark(acct, dkey, num, code, ts)
-        local ordinal = nil
+      local count, ordinal = 1, 'null'
+      if not install_postback then
+        local new_value
+        new_value, count = bump(value, ts)
+        writes[#writes + 1] = code
+        writes[#writes + 1] = new_value
+        if count == 1 then index(acct, code, num) end
         if code == 'dep' then
-          ordinal = count
-          if count >= 2 then mark(acct, dkey, num, 'dep_' .. count, ts) end
+          ordinal = tostring(count)
+          if count >= 2 then
+            -- dep_<n> is reached once per device: always a first occurrence
+            writes[#writes + 1] = 'dep_' .. count
+            writes[#writes + 1] = ts
+            index(acct, 'dep_' .. count, num)
+          end
         end
-        emit(event_id, acct, install, code, ordinal, first, ts, tid, amount, currency)
+      end
+      redis.call('HSET', dkey, unpack(writes))
+      if emit_records then
+        lines[#lines + 1] = acct .. ':' .. install .. '\t' .. record .. ',"deposit_ordinal":' .. ordinal ..
+          ',"first_occurrence":' .. (count == 1 and 'true' or 'false') .. '}'
       end
       applied = applied + 1
     end
   end
 end
+if #lines > 0 then redis.call('XADD', tag .. ':outbox', '*', 'r', table.concat(lines, '\n')) end
 if batch_last > watermark then redis.call('SET', KEYS[1], batch_last) end
-return {applied, skipped, dups, emitted}
+return {applied, skipped, dups, #lines}

@@ -78,23 +78,43 @@ class PostbackPipeline:
         log.info("partitions_assigned", partitions=partitions, resume_at={p: marks[p] + 1 for p in partitions})
 
     async def run(self) -> None:
-        while True:
-            await self.poll_once()
+        """Poll, plan and publish rejections for batch k+1 while Redis applies batch k. Batches
+        are applied strictly in order (the next starts only after the previous returned)."""
+        in_flight: asyncio.Task | None = None
+        try:
+            while True:
+                batches = await self.fetch_and_plan()
+                if in_flight is not None:
+                    await in_flight
+                    in_flight = None
+                if batches:
+                    in_flight = asyncio.ensure_future(self.apply(batches))
+                await self._commit_and_observe(batches)
+        finally:
+            if in_flight is not None and not in_flight.done():
+                in_flight.cancel()
 
     async def poll_once(self, timeout_ms: int = 200) -> int:
-        data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
-        self.ready.set()
-        batches = [plan_partition_batch(tp.partition, ((m.offset, m.value) for m in msgs))
-                   for tp, msgs in data.items() if msgs and tp.topic == self.topic]
+        """One poll, applied before returning (tests and tools)."""
+        batches = await self.fetch_and_plan(timeout_ms)
         applied = await self.apply(batches) if batches else 0
         await self._commit_and_observe(batches)
         return applied
 
-    async def apply(self, batches: list[PartitionBatch]) -> int:
+    async def fetch_and_plan(self, timeout_ms: int = 200) -> list[PartitionBatch]:
+        """Fetch one poll's records and plan them; the batch's rejections are on Kafka
+        (acknowledged) when this returns, before the batch can be applied."""
+        data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
+        self.ready.set()
         now = self.clock.now_ms()
+        batches = [plan_partition_batch(tp.partition, ((m.offset, m.value) for m in msgs), now)
+                   for tp, msgs in data.items() if msgs and tp.topic == self.topic]
         await self._publish_rejections(batches, now)
+        return batches
+
+    async def apply(self, batches: list[PartitionBatch]) -> int:
         started = time.perf_counter()
-        results = await self.store.apply_batches(batches, now)
+        results = await self.store.apply_batches(batches)
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         applied = 0
         for batch, result in zip(batches, results):

@@ -2,7 +2,9 @@
 
 A `PartitionBatch` is what the store applies in ONE atomic script call: the records that are
 applicable, the rejections to publish first, and the last offset, to which the partition's
-watermark moves (also when the last records were rejected).
+watermark moves (also when the last records were rejected). The device-event JSON is rendered
+here (orjson) up to the two fields only the script knows - `deposit_ordinal` and
+`first_occurrence` - so the script only appends them.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+import orjson
+
 from services.common.models import PostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback
 
-FIELDS_PER_EVENT = 10
+FIELDS_PER_EVENT = 9
 
 
 @dataclass(frozen=True)
@@ -25,35 +29,52 @@ class RejectedOffset:
 @dataclass
 class PartitionBatch:
     partition: int
+    processed_at: int
+    emit: bool = True
     last_offset: int = -1
-    args: list = field(default_factory=list)  # FIELDS_PER_EVENT values per applicable record
+    events: list = field(default_factory=list)  # one `event_args` list per applicable record
     rejected: list[RejectedOffset] = field(default_factory=list)
 
     @property
     def applicable(self) -> int:
-        return len(self.args) // FIELDS_PER_EVENT
+        return len(self.events)
+
+    def script_events(self) -> bytes:
+        """The apply script's ARGV[6]: every applicable record, as one JSON array."""
+        return orjson.dumps(self.events)
 
     @property
     def size(self) -> int:
         return self.applicable + len(self.rejected)
 
 
-def event_args(offset: int, r: PostbackRecord) -> list:
-    """The apply script's 10 fields for one record (apply_batch.lua, ARGV layout)."""
-    return [offset, r.event_id, r.account_id, r.install_id, r.event, r.occurred_at, r.received_at,
-            r.tid or "", r.amount or "", r.currency or ""]
+def device_event_head(r: PostbackRecord, processed_at: int) -> str:
+    """device-event.v1 JSON of this occurrence without deposit_ordinal, first_occurrence and '}'."""
+    return orjson.dumps({
+        "schema": "device-event.v1", "event_id": r.event_id, "account_id": r.account_id, "install_id": r.install_id,
+        "event": r.event, "occurred_at": r.occurred_at, "processed_at": processed_at, "tid": r.tid,
+        "amount": r.amount, "currency": r.currency,
+    })[:-1].decode()
 
 
-def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | None]]) -> PartitionBatch:
-    """Decode `(offset, value)` pairs of one partition, in offset order, into one batch."""
-    batch = PartitionBatch(partition)
-    args = batch.args
+def event_args(offset: int, r: PostbackRecord, processed_at: int, emit: bool = True) -> list:
+    """The apply script's fields for one record (apply_batch.lua, ARGV[6]): all text but the offset."""
+    return [offset, r.event_id, str(r.account_id), r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
+            device_event_head(r, processed_at) if emit else ""]
+
+
+def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | None]], processed_at: int,
+                         emit: bool = True) -> PartitionBatch:
+    """Decode `(offset, value)` pairs of one partition, in offset order, into one batch.
+    `emit=False` (rebuild) plans no device-event records."""
+    batch = PartitionBatch(partition, processed_at, emit)
+    events = batch.events
     for offset, value in messages:
         decoded = decode_postback(value)
         if isinstance(decoded, RecordRejection):
             batch.rejected.append(RejectedOffset(offset, decoded))
         else:
-            args += event_args(offset, decoded)
+            events.append(event_args(offset, decoded, processed_at, emit))
         if offset > batch.last_offset:
             batch.last_offset = offset
     return batch

@@ -14,8 +14,8 @@ class ProcessorSettings(CommonSettings):
     web_host: str = Field("127.0.0.1", alias="PROCESSOR_WEB_HOST")
     # Records fetched per poll (all partitions) and so the largest batch one poll applies.
     max_batch: int = Field(5000, alias="PROCESSOR_MAX_BATCH", ge=1, le=100_000)
-    # Outbox records published per partition per drain round.
-    outbox_batch: int = Field(2000, alias="PROCESSOR_OUTBOX_BATCH", ge=1, le=100_000)
+    # Outbox entries (one per applied partition batch) published per partition per drain round.
+    outbox_batch: int = Field(4, alias="PROCESSOR_OUTBOX_BATCH", ge=1, le=1000)
     # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     # Faust's working directory (it keeps nothing we need: the state lives in Redis).
     datadir: str = Field("/tmp/pbseg-processor", alias="PROCESSOR_DATADIR")

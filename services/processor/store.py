@@ -25,9 +25,14 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class OutboxEntry:
+    """One applied batch's device-event records: lines `<account>:<install id>\t<json>`."""
+
     entry_id: str
-    key: bytes
-    value: bytes
+    payload: bytes
+
+    def records(self) -> list[tuple[bytes, bytes]]:
+        """(Kafka key, value) of each record, in the order they were applied."""
+        return [tuple(line.split(b"\t", 1)) for line in self.payload.split(b"\n")]
 
 
 class DeviceStateStore:
@@ -48,13 +53,14 @@ class DeviceStateStore:
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
 
-    async def apply_batches(self, batches: Sequence[PartitionBatch], now_ms: int, emit: bool = True) -> list[BatchResult]:
+    async def apply_batches(self, batches: Sequence[PartitionBatch]) -> list[BatchResult]:
         if not batches:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in batches:
                 keys = self.keys(b.partition)
-                argv = [keys.tag, self.tid_retention_ms, now_ms, b.last_offset, "1" if emit else "0", *b.args]
+                argv = [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset, "1" if b.emit else "0",
+                        b.script_events()]
                 await self._script(keys=[keys.applied_offset(self.topic)], args=argv, client=pipe)
             replies = await pipe.execute()
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
@@ -67,12 +73,12 @@ class DeviceStateStore:
         return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
 
     async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
-        """Oldest `count` device-event records of the partition's outbox, in order."""
+        """Oldest `count` outbox entries of the partition (one per applied batch), in order."""
         rows = await self.redis.xrange(self.keys(partition).outbox, "-", "+", count=count)
-        return [OutboxEntry(eid.decode(), fields[b"k"], fields[b"v"]) for eid, fields in rows]
+        return [OutboxEntry(eid.decode(), fields[b"r"]) for eid, fields in rows]
 
     async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
-        """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked them)."""
+        """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked its records)."""
         ms, seq = last_entry_id.split("-")
         return await self.redis.xtrim(self.keys(partition).outbox, minid=f"{ms}-{int(seq) + 1}", approximate=False)
 

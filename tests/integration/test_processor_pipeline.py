@@ -162,12 +162,12 @@ async def test_postbacks_become_device_state_events_and_rejections(harness, infr
 
 async def test_a_batch_applied_twice_changes_nothing(harness, redis_client):
     """Redelivery after a crash: offsets at or below the watermark are skipped, state and outbox unchanged."""
-    batch = plan_partition_batch(2, [(0, pb("a", "dx", "dep")), (1, pb("b", "dx", "dep", T0 + 1)), (2, b"bad")])
-    first = (await harness.store.apply_batches([batch], T0))[0]
+    batch = plan_partition_batch(2, [(0, pb("a", "dx", "dep")), (1, pb("b", "dx", "dep", T0 + 1)), (2, b"bad")], T0)
+    first = (await harness.store.apply_batches([batch]))[0]
     keys = PartitionKeys(harness.prefix, 2)
     state = await redis_client.hgetall(keys.device(1, "dx"))
     outbox = await redis_client.xlen(keys.outbox)
-    again = (await harness.store.apply_batches([batch], T0 + 99))[0]
+    again = (await harness.store.apply_batches([batch]))[0]
     assert (first.applied, first.skipped_offsets, first.outbox_records) == (2, 0, 3)
     assert (again.applied, again.skipped_offsets, again.outbox_records) == (0, 2, 0)
     assert await redis_client.hgetall(keys.device(1, "dx")) == state
@@ -179,8 +179,8 @@ async def test_a_tid_is_forgotten_only_after_the_retention(harness):
     """A repeated tid is a duplicate within the retention window and a new occurrence after it."""
     rec = lambda eid, received: PostbackRecord(event_id=eid, account_id=1, install_id="dt", event="dep",  # noqa: E731
                                                occurred_at=received, received_at=received, tid="same").model_dump_json(by_alias=True).encode()
-    batch = plan_partition_batch(0, [(0, rec("a", T0)), (1, rec("b", T0 + 30 * DAY - 1)), (2, rec("c", T0 + 30 * DAY))])
-    result = (await harness.store.apply_batches([batch], T0))[0]
+    batch = plan_partition_batch(0, [(0, rec("a", T0)), (1, rec("b", T0 + 30 * DAY - 1)), (2, rec("c", T0 + 30 * DAY))], T0)
+    result = (await harness.store.apply_batches([batch]))[0]
     assert (result.applied, result.duplicate_tids) == (2, 1)
     assert parse_event_value((await harness.device("dt"))["dep"])[2] == 2
 

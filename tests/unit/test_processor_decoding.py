@@ -4,7 +4,7 @@ import orjson
 import pytest
 
 from services.common.keys import parse_event_value
-from services.common.models import PostbackRecord, RejectedPostbackRecord
+from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback, rejection_labels
 from services.processor.planning import FIELDS_PER_EVENT, plan_partition_batch
 from services.processor.rejections import rejected_message
@@ -83,20 +83,36 @@ def test_raw_text_is_truncated_to_the_schema_limit():
 
 def test_planning_keeps_offsets_of_rejected_records_in_the_watermark():
     """The last offset moves the watermark even when the last record is rejected."""
-    batch = plan_partition_batch(3, [(10, _record()), (11, b"nope"), (12, _record(event_id="e2")), (13, b"{}")])
-    assert batch.partition == 3
+    batch = plan_partition_batch(3, [(10, _record()), (11, b"nope"), (12, _record(event_id="e2")), (13, b"{}")], 555)
+    assert (batch.partition, batch.processed_at, batch.emit) == (3, 555, True)
     assert batch.last_offset == 13
     assert batch.applicable == 2 and batch.size == 4
     assert [r.offset for r in batch.rejected] == [11, 13]
-    assert len(batch.args) == 2 * FIELDS_PER_EVENT
-    assert batch.args[:FIELDS_PER_EVENT] == [10, "e1", 7, "dev-1", "dep", 1_700_000_000_000, 1_700_000_000_001,
-                                             "t-1", "9.99", "USD"]
+    assert len(batch.events) == 2 and all(len(e) == FIELDS_PER_EVENT for e in batch.events)
+    assert batch.events[0][:-1] == [10, "e1", "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1"]
+    assert orjson.loads(batch.script_events())[1][1] == "e2"
 
 
-def test_planning_writes_empty_strings_for_missing_optionals():
-    """The Lua script reads '' as 'no tid / amount / currency'."""
-    batch = plan_partition_batch(0, [(0, _record(tid=None, amount=None, currency=None))])
-    assert batch.args[-3:] == ["", "", ""]
+def test_planned_record_head_completes_to_a_valid_device_event():
+    """The script appends ordinal, first flag and '}' to the planned head: a valid device-event.v1."""
+    batch = plan_partition_batch(0, [(0, _record(install_id='we"ird\\id'))], 555)
+    head = batch.events[0][-1]
+    record = DeviceEventRecord.model_validate_json(head + ',"deposit_ordinal":3,"first_occurrence":false}')
+    assert (record.install_id, record.deposit_ordinal, record.processed_at, record.amount) == ('we"ird\\id', 3, 555, "9.99")
+    assert "\t" not in head and "\n" not in head
+
+
+def test_planning_for_rebuild_renders_no_records():
+    """emit=False (pbseg rebuild) leaves the record field empty."""
+    batch = plan_partition_batch(0, [(0, _record())], 1, emit=False)
+    assert batch.events[0][-1] == "" and batch.emit is False
+
+
+def test_planning_writes_empty_strings_for_missing_tid():
+    """The Lua script reads '' as 'no tid'; the record says null."""
+    batch = plan_partition_batch(0, [(0, _record(tid=None, amount=None, currency=None))], 1)
+    assert batch.events[0][7] == ""
+    assert '"tid":null' in batch.events[0][8] and '"currency":null' in batch.events[0][8]
 
 
 def test_rejected_message_follows_the_schema_and_names_the_position():

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Processor benchmark (bench/results/processor.md): apply rate vs bare Faust vs bare aiokafka on
+# one pre-filled topic, ingress-2xx-to-Redis latency at a steady rate, Redis bytes per device.
+# Knobs (full scale by default): BENCH_PROCESSOR_RECORDS (300000), BENCH_PROCESSOR_MEM_DEVICES
+# (1000000), BENCH_PROCESSOR_RATE (10000), BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=$PWD/.venv/bin/python
+[ -x "$PY" ] || make setup
+if ! command -v redis-server >/dev/null; then
+  [ "$(id -u)" = 0 ] || { echo "bench/processor needs redis-server: apt-get install -y redis-server" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+fi
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
+# Kafka: reuse the running one (make up), else start it and stop it afterwards.
+STARTED=$("$PY" -c "
+import os
+from services.devstack.infra import infra_running, start_kafka
+up = infra_running(os.environ['KAFKA_BOOTSTRAP_SERVERS'], 'redis://127.0.0.1:1/0')['kafka']
+start_kafka(os.environ['KAFKA_BOOTSTRAP_SERVERS'])
+print('' if up else 'kafka')")
+trap '[ -n "$STARTED" ] && "$PY" -c "from services.devstack.procs import stop_process; stop_process(\"kafka\")" || true' EXIT
+"$PY" bench/processor/bench.py \
+  --records "${BENCH_PROCESSOR_RECORDS:-300000}" \
+  --mem-devices "${BENCH_PROCESSOR_MEM_DEVICES:-1000000}" \
+  --rate "${BENCH_PROCESSOR_RATE:-10000}" \
+  --rate-seconds "${BENCH_PROCESSOR_RATE_SECONDS:-30}" \
+  --faust-cap-s "${BENCH_PROCESSOR_FAUST_CAP_S:-40}"
