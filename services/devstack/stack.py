@@ -30,8 +30,8 @@ def http_ok(url: str) -> bool:
 def service_argv(name: str, settings: StackSettings) -> list[str]:
     if name == "ingress":
         ep = Endpoint.parse(settings.ingress_bind, 8080)
-        return [str(BIN / "uvicorn"), "services.ingress.main:create_app", "--factory", "--host", ep.host,
-                "--port", str(ep.port), "--no-access-log", "--log-level", "warning", "--lifespan", "on"]
+        # HTTP server, workers and limits come from IngressSettings (services/ingress/__main__.py).
+        return [str(BIN / "python"), "-m", "services.ingress", "--bind", f"{ep.host}:{ep.port}"]
     if name == "query":
         ep = Endpoint.parse(settings.query_bind, 8081)
         return [str(BIN / "uvicorn"), "services.query.main:create_app", "--factory", "--host", ep.host,

@@ -3,6 +3,7 @@ IngressSettings (INGRESS_SERVER, INGRESS_WORKERS, INGRESS_BIND, header limits)."
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from services.ingress.settings import IngressSettings
@@ -39,8 +40,14 @@ def serve(settings: IngressSettings) -> None:
                     timeout_keep_alive=5)
 
 
-def main() -> int:
-    serve(IngressSettings())
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.ingress", description=__doc__)
+    parser.add_argument("--bind", help="host:port (overrides INGRESS_BIND)")
+    args = parser.parse_args(argv)
+    settings = IngressSettings()
+    if args.bind:
+        settings = settings.model_copy(update={"bind": args.bind})
+    serve(settings)
     return 0
 
 
