@@ -158,7 +158,8 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await page.fill("#new-code", "trial")
     await page.click("#create-button")
     trial_row = page.locator('#events-body tr[data-code="trial"]')
-    await expect(trial_row.locator("td.name")).to_have_text(evil)
+    await expect(trial_row.locator(".name-text")).to_have_text(evil)
+    assert await trial_row.locator("img").count() == 0
     assert await page.evaluate("window.__pwned === undefined")
 
     # The postback URL is copied exactly as the API gives it.

@@ -40,7 +40,8 @@ async def test_page_files_are_served_locally_with_a_strict_policy(running_stack)
 
 async def test_key_lives_in_one_tab_and_accounts_stay_apart(running_stack, browser_page):
     """A reload keeps the tab signed in, a new tab is not; each account sees only its events;
-    a secret shows in the postback URLs; a revoked key signs the tab out with a reason."""
+    renames stick; a secret shows in the postback URLs; a revoked key signs the tab out with a
+    reason; an unreachable service is reported and recovered from."""
     origin = running_stack.query_url
     account_a = json.loads(running_stack.pbseg("accounts", "create", "--name", "ui-a"))
     extra = json.loads(running_stack.pbseg("accounts", "add-key", "--account", str(account_a["account_id"])))
@@ -91,3 +92,12 @@ async def test_key_lives_in_one_tab_and_accounts_stay_apart(running_stack, brows
     await tab_b.click("#refresh")
     await expect(tab_b.locator("#app")).to_be_visible()
     await expect(tab_b.locator("#events-error")).to_be_hidden()
+
+    # The service out of reach: the page says so, keeps what it showed and recovers by itself.
+    await tab_b.route("**/api/b/v2/segments/events", lambda route: route.abort())
+    await tab_b.click("#refresh")
+    await expect(tab_b.locator("#global-error")).to_contain_text("Cannot reach the query service")
+    await expect(tab_b.locator('#events-body tr[data-code="install"]')).to_have_count(1)
+    await tab_b.unroute("**/api/b/v2/segments/events")
+    await expect(tab_b.locator("#global-error")).to_be_hidden(timeout=15_000)  # the next poll
+    assert await tab_b.evaluate("sessionStorage.getItem('pbseg.apiKey')") == account_b["api_key"]

@@ -74,8 +74,9 @@ async function signIn(key, { silent = false } = {}) {
     state.events = normaliseEvents(await api.segmentEvents());
   } catch (err) {
     $("signin-button").disabled = false;
-    sessionStorage.removeItem(KEY_STORAGE);
-    if (!silent || !(err instanceof ApiError && err.status === 401)) {
+    const refused = err instanceof ApiError && err.status === 401;
+    if (refused) sessionStorage.removeItem(KEY_STORAGE); // a network hiccup keeps the key for a retry
+    if (!silent || !refused) {
       showMessage($("signin-error"), describeError(err));
     }
     return;
@@ -102,6 +103,8 @@ function signOut(message) {
   state.events = [];
   state.include = [];
   state.exclude = [];
+  state.editing = null;
+  state.pendingDelete = null;
   stopPolling();
   $("app").hidden = true;
   $("session").hidden = true;
@@ -111,13 +114,13 @@ function signOut(message) {
 }
 
 /** A rejected key ends the session everywhere; other errors are shown where they happened. */
-function handle(err, node) {
+function handle(err, node, prefix = "") {
   if (err instanceof ApiError && err.status === 401) {
     signOut("Your API key is no longer accepted (it may have been revoked). Sign in again.");
     return;
   }
   if (err && err.name === "AbortError") return;
-  showMessage(node, describeError(err));
+  showMessage(node, prefix + describeError(err));
 }
 
 // ---------------------------------------------------------------- refresh loop
@@ -130,7 +133,7 @@ function normaliseEvents(body) {
 async function refreshEvents() {
   try {
     const events = normaliseEvents(await state.api.segmentEvents());
-    showMessage($("events-error"), "");
+    showMessage($("global-error"), ""); // action errors (events-error) stay until the next action
     // Redraw only on change: a poll must not close an open menu or steal focus for nothing.
     if (JSON.stringify(events) !== JSON.stringify(state.events)) {
       state.events = events;
@@ -138,7 +141,7 @@ async function refreshEvents() {
     }
     return true;
   } catch (err) {
-    handle(err, $("events-error"));
+    handle(err, $("global-error"), "The page could not refresh: ");
     return false;
   }
 }
