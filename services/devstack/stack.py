@@ -41,7 +41,9 @@ def service_argv(name: str, settings: StackSettings) -> list[str]:
     raise ValueError(name)
 
 
-def readiness_url(name: str, settings: StackSettings) -> str | None:
+def readiness_url(name: str, settings: StackSettings, env: dict[str, str] | None = None) -> str | None:
+    if name == "processor":  # its /readyz answers 200 once Redis answers and its consumer joined the group
+        return f"http://127.0.0.1:{(env or os.environ).get('PROCESSOR_WEB_PORT', '6066')}/readyz"
     if name == "ingress":
         ep = Endpoint.parse(settings.ingress_bind, 8080)
         return f"http://{ep.host}:{ep.port}/readyz"
@@ -54,7 +56,7 @@ def readiness_url(name: str, settings: StackSettings) -> str | None:
 def start_service(name: str, settings: StackSettings, env: dict[str, str] | None = None, log_name: str | None = None) -> None:
     log_name = log_name or name
     start_process(log_name, service_argv(name, settings), env=env or dict(os.environ))
-    url = readiness_url(name, settings)
+    url = readiness_url(name, settings, env)
     if url:
         wait_until(log_name, lambda: http_ok(url), timeout=60)
     else:

@@ -9,6 +9,7 @@ from typing import Sequence
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys
+from services.common.models import DeviceEventRecord
 from services.processor.planning import PartitionBatch
 
 _SCRIPT = (Path(__file__).parent / "apply_batch.lua").read_text()
@@ -75,7 +76,7 @@ class DeviceStateStore:
     async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
         """Oldest `count` outbox entries of the partition (one per applied batch), in order."""
         rows = await self.redis.xrange(self.keys(partition).outbox, "-", "+", count=count)
-        return [OutboxEntry(eid.decode(), fields[b"r"]) for eid, fields in rows]
+        return [OutboxEntry(eid.decode(), fields[b"r"] if b"r" in fields else _legacy_entry(fields)) for eid, fields in rows]
 
     async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
         """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked its records)."""
@@ -104,3 +105,16 @@ async def _chunks(aiter, size: int):
             chunk = []
     if chunk:
         yield chunk
+
+
+def _legacy_entry(fields: dict[bytes, bytes]) -> bytes:
+    """An entry of the walking skeleton's outbox (one record per entry, one stream field per
+    record field) as a one-line payload, so an upgraded worker drains what the old one left."""
+    f = {k.decode(): v.decode() for k, v in fields.items()}
+    record = DeviceEventRecord(
+        event_id=f["event_id"], account_id=int(f["account_id"]), install_id=f["install_id"], event=f["event"],
+        deposit_ordinal=int(f["deposit_ordinal"]) if f.get("deposit_ordinal") else None,
+        first_occurrence=f.get("first_occurrence") == "1", occurred_at=int(f["occurred_at"]),
+        processed_at=int(f["processed_at"]), tid=f.get("tid") or None, amount=f.get("amount") or None,
+        currency=f.get("currency") or None)
+    return f"{record.account_id}:{record.install_id}\t".encode() + record.model_dump_json(by_alias=True).encode()

@@ -202,3 +202,22 @@ async def _has_records(infra, topic, partition) -> bool:
         return (await consumer.end_offsets([tp]))[tp] > 0
     finally:
         await consumer.stop()
+
+
+async def test_outbox_entries_left_by_the_skeleton_are_drained(harness, redis_client, infra):
+    """An upgrade drains the old one-record-per-entry outbox format too."""
+    outbox = PartitionKeys(harness.prefix, 1).outbox
+    await redis_client.xadd(outbox, {"event_id": "old1", "account_id": "1", "install_id": "legacy", "event": "dep",
+                                     "deposit_ordinal": "2", "first_occurrence": "0", "occurred_at": str(T0),
+                                     "processed_at": str(T0 + 1), "tid": "", "amount": "", "currency": ""})
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True)
+    await producer.start()
+    try:
+        assert await OutboxDrain(harness.store, producer, harness.device_events, lambda: {1}, 10).drain_once() == 1
+    finally:
+        await producer.stop()
+    [message] = await read_all(infra.kafka, harness.device_events)
+    record = DeviceEventRecord.model_validate_json(message.value)
+    assert (message.key, record.event_id, record.deposit_ordinal, record.first_occurrence, record.tid) == \
+        (b"1:legacy", "old1", 2, False, None)
+    assert await redis_client.xlen(outbox) == 0
