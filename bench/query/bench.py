@@ -202,6 +202,7 @@ def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
             count_ms, count = time_http(client, "POST", f"{base}/count",
                                         {"event_include": INCLUDE, "event_exclude": EXCLUDE}, COUNT_REQUESTS)
             events_ms, events = time_http(client, "GET", f"{base}/events", None, EVENTS_REQUESTS)
+            page = client.post(f"{base}/devices", json={"event_include": INCLUDE, "event_exclude": EXCLUDE, "limit": 200}).json()
     finally:
         proc.terminate()
         proc.wait(10)
@@ -210,6 +211,10 @@ def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
     pg_events_ms, _ = time_sql(pg, SQL_EVENTS, max(3, sql_runs // 4))
     assert pg_result[0][0] == count["count"], (pg_result, count)  # the same answer from both
     assert len(events["events"]) == 50, len(events["events"])
+    # The reverse map names the same devices PostgreSQL finds for the filter.
+    matching = pg.execute(SQL_COUNT.replace("SELECT count(*)", "SELECT a.install_id") + " AND a.install_id = ANY(%(ids)s)",
+                          {"acct": ACCOUNT, "i1": INCLUDE[0], "i2": INCLUDE[1], "x": EXCLUDE[0], "ids": page["devices"]}).fetchall()
+    assert len(page["devices"]) == 200 and len(matching) == 200, (len(page["devices"]), len(matching))
     return {**info, "n": n, "count": count["count"], "count_ms": count_ms, "events_ms": events_ms,
             "pg_ms": pg_ms, "pg_events_ms": pg_events_ms, "sql_runs": sql_runs}
 

@@ -20,8 +20,12 @@ local function build_filter()
     for i = 6 + n_in, 5 + n_in + n_ex do exclude[#exclude + 1] = seg(ARGV[i]) end
     local ex = scratch .. ':x'
     -- X AND NOT Y == X XOR (X AND Y): immune to bitmaps of different lengths.
-    redis.call('BITOP', 'OR', ex, unpack(exclude))
-    redis.call('BITOP', 'AND', ex, ex, scratch)
+    if #exclude == 1 then
+      redis.call('BITOP', 'AND', ex, scratch, exclude[1])
+    else
+      redis.call('BITOP', 'OR', ex, unpack(exclude))
+      redis.call('BITOP', 'AND', ex, ex, scratch)
+    end
     redis.call('BITOP', 'XOR', scratch, scratch, ex)
     redis.call('DEL', ex)
   end
