@@ -219,6 +219,10 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await expect_filter_count(page, len(expected_ids))
     assert json.loads(await page.locator("#filter-json").text_content()) == {
         "event_include": ["reg"], "event_exclude": ["lead"], "include_match": "all"}
+    await page.reload()  # the tab keeps its key and its filter
+    await expect(page.locator("#include-chips .chip")).to_have_count(1)
+    await expect(page.locator('#exclude-chips .chip[data-code="lead"]')).to_be_visible()
+    await expect_filter_count(page, len(expected_ids))
 
     # Download: a CSV with exactly the matching install ids.
     async with page.expect_download() as info:
@@ -230,6 +234,24 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     got = [r[0] for r in rows[1:]]
     assert len(got) == len(set(got)) and set(got) == expected_ids
     await expect(page.locator("#download-status")).to_contain_text(f"{len(expected_ids):,} install ids")
+
+    # Device lookup: the device's events, and why the filter does or does not select it.
+    returning = "ui-a-000"
+    await page.fill("#device-id", returning)
+    await page.click("#device-button")
+    deposits = (first[returning] + second[returning]).count("dep")
+    await expect(page.locator("#device-summary")).to_contain_text(f"{deposits} deposits")
+    for code in devices[returning]:
+        await expect(page.locator(f'#device-body tr[data-code="{code}"]')).to_be_visible()
+    await expect(page.locator('#device-body tr[data-code="dep"] td.occurrences')).to_have_text(str(deposits))
+    await page.click("#clear-filter")
+    await pick(page, "include", "dep_4")  # it made four deposits or more
+    await expect(page.locator("#device-verdict")).to_have_text("✓ The filter above selects this device.")
+    await pick(page, "exclude", "reg")
+    await expect(page.locator("#device-verdict")).to_contain_text("does not select this device: reg occurred")
+    await page.fill("#device-id", "ui-nobody")
+    await page.click("#device-button")
+    await expect(page.locator("#device-error")).to_contain_text("No device")
 
     # Deactivate: the ingress refuses the event (and the page lists why); activate again.
     await lead_row.locator("button.toggle").click()
@@ -267,6 +289,10 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await pick(page, "include", "reg")
     await pick(page, "exclude", "lead")
     await expect_filter_count(page, len(segment(devices, ["reg"], ["lead"])))
+    await page.fill("#device-id", returning)
+    await page.click("#device-button")
+    await expect(page.locator("#device-verdict")).to_contain_text(
+        "selects this device" if returning in segment(devices, ["reg"], ["lead"]) else "does not select")
     if UPDATE_SCREENSHOT:
         await expect(page.locator("#create-ok")).to_be_hidden(timeout=WAIT_MS)  # confirmations fade
     await page.screenshot(path=str(shot), full_page=True)

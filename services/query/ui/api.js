@@ -81,6 +81,7 @@ export class QueryApi {
   count(filter, signal) { return this.request("POST", "/segments/count", filter, { signal }); }
   exportStream(filter) { return this.request("POST", "/segments/export", filter, { raw: true }); }
   rejected() { return this.request("GET", "/postbacks/rejected"); }
+  device(installId) { return this.request("GET", `/devices/${encodeURIComponent(installId)}`); }
   createEvent(name, code) { return this.request("POST", "/events", { name, code }); }
   renameEvent(id, name) { return this.request("PUT", `/events/${encodeURIComponent(id)}`, { name }); }
   deleteEvent(id) { return this.request("DELETE", `/events/${encodeURIComponent(id)}`); }

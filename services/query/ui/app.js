@@ -4,6 +4,8 @@ import { ApiError, QueryApi, describeError, exportAsCsv } from "./api.js";
 import { drawDepositFunnel, drawEventBars } from "./chart.js";
 
 const KEY_STORAGE = "pbseg.apiKey"; // sessionStorage only: gone when the tab closes
+const FILTER_STORAGE = "pbseg.filter"; // the filter survives a reload of the tab, too
+const MAX_FILTER_CODES = 64; // the API's limit per include/exclude list
 const POLL_MS = 3000;
 const CODE_RE = /^[A-Za-z0-9_]{1,64}$/;
 const RESERVED_RE = /^(install|reg|dep|dep_[0-9]+)$/;
@@ -18,6 +20,7 @@ const state = {
   match: "all",
   pendingDelete: null, // event id whose delete waits for a confirming click
   editing: null, // event id whose name is being edited
+  deviceCodes: null, // codes of the device shown by "Look up a device"
   countSeq: 0,
   countAbort: null,
   countTimer: null,
@@ -90,6 +93,7 @@ async function signIn(key, { silent = false } = {}) {
   $("app").hidden = false;
   $("session").hidden = false;
   $("keyhint").textContent = `key ${maskKey(key)}`;
+  restoreFilter();
   renderEvents();
   scheduleCount(0);
   refreshRejected();
@@ -99,12 +103,15 @@ async function signIn(key, { silent = false } = {}) {
 
 function signOut(message) {
   sessionStorage.removeItem(KEY_STORAGE);
+  sessionStorage.removeItem(FILTER_STORAGE);
   state.api = null;
   state.events = [];
   state.include = [];
   state.exclude = [];
   state.editing = null;
   state.pendingDelete = null;
+  state.deviceCodes = null;
+  $("device-result").hidden = true;
   stopPolling();
   $("app").hidden = true;
   $("session").hidden = true;
@@ -390,6 +397,22 @@ async function createEvent(ev) {
 
 // ---------------------------------------------------------------- filter builder
 
+function saveFilter() {
+  sessionStorage.setItem(FILTER_STORAGE, JSON.stringify(filterBody()));
+}
+
+function restoreFilter() {
+  try {
+    const saved = JSON.parse(sessionStorage.getItem(FILTER_STORAGE) || "null");
+    if (!saved) return;
+    const codes = (v) => (Array.isArray(v) ? v.filter((c) => typeof c === "string").slice(0, MAX_FILTER_CODES) : []);
+    state.include = codes(saved.event_include);
+    state.exclude = codes(saved.event_exclude);
+    state.match = saved.include_match === "any" ? "any" : "all";
+  } catch (_) { /* a damaged entry is ignored */ }
+  for (const radio of document.querySelectorAll('input[name="include-match"]')) radio.checked = radio.value === state.match;
+}
+
 function filterBody() {
   return { event_include: [...state.include], event_exclude: [...state.exclude], include_match: state.match };
 }
@@ -436,6 +459,10 @@ function renderChips(container, codes, kind) {
 function addCode(kind, code) {
   if (!code) return;
   const list = kind === "include" ? state.include : state.exclude;
+  if (list.length >= MAX_FILTER_CODES) {
+    renderFilterOptions();
+    return showMessage($("filter-error"), `A filter takes at most ${MAX_FILTER_CODES} events per list.`);
+  }
   if (!list.includes(code)) list.push(code);
   renderFilterOptions();
   scheduleCount();
@@ -458,10 +485,12 @@ function renderFilterText() {
   else text = `Devices ${inc || exc}.`;
   $("filter-sentence").textContent = text;
   $("filter-json").textContent = JSON.stringify(filterBody(), null, 2);
+  renderVerdict();
 }
 
 /** Debounced, and only the newest answer is shown: a slow old count never overwrites a new one. */
 function scheduleCount(delay = 200) {
+  saveFilter();
   if (state.countTimer) clearTimeout(state.countTimer);
   state.countTimer = setTimeout(runCount, delay);
 }
@@ -511,6 +540,70 @@ async function download() {
     handle(err, $("filter-error"));
   } finally {
     button.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------- device lookup
+
+/** Why the current filter does or does not select a device with these codes (same rules as the API). */
+function verdict(codes, f) {
+  const include = f.event_include.length ? f.event_include : ["install"];
+  const missing = include.filter((c) => !codes.has(c));
+  const excluded = f.event_exclude.filter((c) => codes.has(c));
+  const included = f.include_match === "all" ? missing.length === 0 : missing.length < include.length;
+  const reasons = [];
+  if (!included) reasons.push(f.include_match === "all" ? `${missing.join(", ")} did not occur` : `none of ${include.join(", ")} occurred`);
+  if (excluded.length) reasons.push(`${excluded.join(", ")} occurred`);
+  return { selected: included && !excluded.length, reasons };
+}
+
+/** Re-judged whenever the filter changes while a device is shown. */
+function renderVerdict() {
+  if (!state.deviceCodes) return;
+  const v = verdict(state.deviceCodes, filterBody());
+  const node = $("device-verdict");
+  node.textContent = v.selected ? "✓ The filter above selects this device."
+    : `✗ The filter above does not select this device: ${v.reasons.join("; ")}.`;
+  node.className = `verdict ${v.selected ? "yes" : "no"}`;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + " UTC" : "–";
+}
+
+async function lookUpDevice(ev) {
+  ev.preventDefault();
+  const id = $("device-id").value.trim();
+  showMessage($("device-error"), "");
+  $("device-result").hidden = true;
+  state.deviceCodes = null;
+  if (!id) return showMessage($("device-error"), "Type an installation id, as senders put it in `id=`.");
+  if (!/^[\x21-\x7e]{1,128}$/.test(id)) {
+    return showMessage($("device-error"), "Installation ids are 1-128 printable characters without spaces.");
+  }
+  $("device-button").disabled = true;
+  try {
+    const d = await state.api.device(id);
+    const events = Array.isArray(d.events) ? d.events : [];
+    $("device-summary").textContent = `${d.install_id}: ${events.length} event${events.length === 1 ? "" : "s"}, `
+      + `${fmt.format(d.deposit_count || 0)} deposit${d.deposit_count === 1 ? "" : "s"}.`;
+    state.deviceCodes = new Set(events.map((e) => e.code));
+    renderVerdict();
+    $("device-body").replaceChildren(...events.map((e) => h("tr", { "data-code": e.code },
+      h("td", {}, h("code", { text: e.code })),
+      h("td", { class: "num occurrences", text: fmt.format(e.occurrences || 0) }),
+      h("td", { text: when(e.first_at) }),
+      h("td", { text: when(e.last_at) }),
+    )));
+    $("device-result").hidden = false;
+  } catch (err) {
+    if (err instanceof ApiError && err.code === "device_not_found") {
+      showMessage($("device-error"), `No device “${id}” in this account: no postback for it has been applied yet.`);
+    } else {
+      handle(err, $("device-error"));
+    }
+  } finally {
+    $("device-button").disabled = false;
   }
 }
 
@@ -596,6 +689,7 @@ function wire() {
     scheduleCount(0);
   });
   $("download").addEventListener("click", download);
+  $("device-form").addEventListener("submit", lookUpDevice);
   $("live").addEventListener("change", () => { if ($("live").checked) refreshAll(); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden && state.api) refreshAll(); });
 
