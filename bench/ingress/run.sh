@@ -87,9 +87,11 @@ kill -TERM -- "-$NGINX_PID" 2>/dev/null || true
 echo "nginx: $n_rps req/s p50 ${n_p50} ms p99 ${n_p99} ms"
 
 # ---- the ingress, per configuration
+run_no=0
 for cfg in $CONFIGS; do
+  run_no=$((run_no + 1))
   IFS=: read -r server workers client <<<"$cfg"
-  tag="$server-w$workers-$client"
+  tag="$run_no-$server-w$workers-$client"
   prefix="bench-$RUN-$tag"
   topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
   eval "$("$PY" bench/ingress/helper.py setup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected")"
@@ -134,5 +136,9 @@ done
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "Target: >= 20,000 accepted/s with p99 <= 25 ms on 2 cores (wrk, Kafka and the ingress share them)."
+  echo "\"ingress CPU\" is the user+system CPU of the ingress's processes (all threads) during the run divided by"
+  echo "the requests wrk completed; \"every 2xx on topic\" compares wrk's 2xx count (warm-up included) with the"
+  echo "records on that run's topic after the ingress stopped (the topic may hold a few more: replies still in"
+  echo "flight when wrk stopped). Defaults chosen from these figures: docs/architecture.md (\"Ingress\")."
 } > "$OUT"
 echo "wrote $OUT"

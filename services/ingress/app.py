@@ -207,6 +207,7 @@ class IngressApp:
         try:
             await self.catalog.refresh()
         except Exception as exc:  # noqa: BLE001 - reported as a start-up error
+            await self.producer.stop()
             raise RuntimeError(f"cannot load the catalog from Redis at {self.settings.redis_url} ({exc}). "
                                "Start it with `make up`, or set REDIS_URL to a running server.") from exc
         self.kafka_ok = True

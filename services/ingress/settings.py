@@ -15,7 +15,7 @@ class IngressSettings(CommonSettings):
     server: Literal["granian", "uvicorn"] = Field("granian", alias="INGRESS_SERVER")
     workers: int = Field(1, alias="INGRESS_WORKERS", ge=1, le=64)
     # Kafka client, chosen by measurement too; both use acks=all and the idempotent producer.
-    kafka_client: Literal["aiokafka", "confluent"] = Field("aiokafka", alias="INGRESS_KAFKA_CLIENT")
+    kafka_client: Literal["aiokafka", "confluent"] = Field("confluent", alias="INGRESS_KAFKA_CLIENT")
 
     # Longest time a request waits for Kafka's acknowledgement before answering 503.
     produce_timeout_s: float = Field(2.0, alias="INGRESS_PRODUCE_TIMEOUT_S", gt=0, le=2.0)
