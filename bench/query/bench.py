@@ -175,15 +175,15 @@ async def setup_catalog() -> str:
     return key
 
 
-def start_query() -> subprocess.Popen:
+def start_query(port: int, **extra_env: str) -> subprocess.Popen:
     env = dict(os.environ, REDIS_URL=REDIS_URL, PBSEG_KEY_PREFIX=PREFIX, PBSEG_POSTBACKS_PARTITIONS=str(PARTITIONS),
-               QUERY_REJECTED_FEED="false", PBSEG_LOG_LEVEL="warning")
+               QUERY_REJECTED_FEED="false", PBSEG_LOG_LEVEL="warning", **extra_env)
     proc = subprocess.Popen([str(ROOT / ".venv/bin/uvicorn"), "services.query.main:create_app", "--factory",
-                             "--host", "127.0.0.1", "--port", str(HTTP_PORT), "--no-access-log", "--log-level", "warning"],
+                             "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
                             env=env, cwd=ROOT)
     for _ in range(100):
         try:
-            if httpx.get(f"http://127.0.0.1:{HTTP_PORT}/readyz").status_code == 200:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
                 return proc
         except httpx.HTTPError:
             pass
@@ -195,7 +195,7 @@ def start_query() -> subprocess.Popen:
 def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
     info = load(n, r, pg)
     key = asyncio.run(setup_catalog())
-    proc = start_query()
+    proc = start_query(HTTP_PORT)
     try:
         base = f"http://127.0.0.1:{HTTP_PORT}/api/b/v2/segments"
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
@@ -203,6 +203,16 @@ def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
                                         {"event_include": INCLUDE, "event_exclude": EXCLUDE}, COUNT_REQUESTS)
             events_ms, events = time_http(client, "GET", f"{base}/events", None, EVENTS_REQUESTS)
             page = client.post(f"{base}/devices", json={"event_include": INCLUDE, "event_exclude": EXCLUDE, "limit": 200}).json()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # The same overview with its cache off: every request counts all 50 bitmaps in all partitions.
+    proc = start_query(HTTP_PORT, QUERY_OVERVIEW_FRESH_MS="0")
+    try:
+        with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
+            uncached_ms, uncached = time_http(client, "GET", f"http://127.0.0.1:{HTTP_PORT}/api/b/v2/segments/events", None,
+                                              max(20, EVENTS_REQUESTS // 5))
+        assert uncached == events
     finally:
         proc.terminate()
         proc.wait(10)
@@ -216,7 +226,7 @@ def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
                           {"acct": ACCOUNT, "i1": INCLUDE[0], "i2": INCLUDE[1], "x": EXCLUDE[0], "ids": page["devices"]}).fetchall()
     assert len(page["devices"]) == 200 and len(matching) == 200, (len(page["devices"]), len(matching))
     return {**info, "n": n, "count": count["count"], "count_ms": count_ms, "events_ms": events_ms,
-            "pg_ms": pg_ms, "pg_events_ms": pg_events_ms, "sql_runs": sql_runs}
+            "pg_ms": pg_ms, "pg_events_ms": pg_events_ms, "sql_runs": sql_runs, "uncached_ms": uncached_ms}
 
 
 def fmt(ms: float) -> str:
@@ -239,21 +249,26 @@ def report(results: list[dict]) -> str:
         "(account_id, install_id, event) and index (account_id, event, install_id), VACUUM ANALYZEd, "
         "shared_buffers 4 GB, work_mem 256 MB; timed after a warm-up run, so from cache.",
         "",
-        f"Count filter: include {INCLUDE} (all), exclude {EXCLUDE}; SQL: EXISTS / NOT EXISTS over the index.",
+        f"Count filter: include {INCLUDE} (all), exclude {EXCLUDE}; SQL: EXISTS / NOT EXISTS over the index. "
+        "/segments/count is never cached. /segments/events is measured as deployed (device counts from a per-process "
+        "cache at most QUERY_OVERVIEW_FRESH_MS = 1 s old, refreshed in the background) and with that cache off "
+        "(QUERY_OVERVIEW_FRESH_MS=0: BITCOUNT of 50 events x 8 partitions per request).",
         "",
         "| devices | PG rows | Redis memory | count p50 (HTTP) | count p99 (HTTP) | PG count p50 | PG count p99 | "
-        "PG p50 / HTTP p50 | /segments/events p50 | /segments/events p99 | PG GROUP BY p50 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "PG p50 / HTTP p50 | /segments/events p50 | /segments/events p99 | same, cache off p50 | cache off p99 | "
+        "PG GROUP BY p50 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for x in results:
         c50, c99 = percentile(x["count_ms"], 50), percentile(x["count_ms"], 99)
         p50, p99 = percentile(x["pg_ms"], 50), percentile(x["pg_ms"], 99)
         e50, e99 = percentile(x["events_ms"], 50), percentile(x["events_ms"], 99)
         lines.append(f"| {x['n']:,} | {x['rows']:,} | {x['redis_mem']} | {fmt(c50)} | {fmt(c99)} | {fmt(p50)} | {fmt(p99)} | "
-                     f"{p50 / c50:,.0f}x | {fmt(e50)} | {fmt(e99)} | {fmt(percentile(x['pg_events_ms'], 50))} |")
+                     f"{p50 / c50:,.0f}x | {fmt(e50)} | {fmt(e99)} | {fmt(percentile(x['uncached_ms'], 50))} | "
+                     f"{fmt(percentile(x['uncached_ms'], 99))} | {fmt(percentile(x['pg_events_ms'], 50))} |")
     lines += ["", "Requests: " + "; ".join(
         f"{x['n']:,}: {len(x['count_ms'])} counts (answer {x['count']:,}), {len(x['events_ms'])} overviews, "
-        f"{x['sql_runs']} SQL runs; load {x['redis_load_s']:.0f} s Redis, {x['pg_load_s']:.0f} s PostgreSQL ({x['pg_size']})"
+        f"{len(x['uncached_ms'])} uncached overviews, {x['sql_runs']} SQL runs; load {x['redis_load_s']:.0f} s Redis, {x['pg_load_s']:.0f} s PostgreSQL ({x['pg_size']})"
         for x in results), ""]
     big = [x for x in results if x["n"] >= 10_000_000]
     if big:
@@ -262,7 +277,8 @@ def report(results: list[dict]) -> str:
         e99 = percentile(x["events_ms"], 99)
         lines += [f"Targets at 10M devices: count p99 <= 10 ms over HTTP: {'met' if c99 <= 10 else 'NOT met'} "
                   f"({fmt(c99)}); >= 100x faster than PostgreSQL (p50): {'met' if ratio >= 100 else 'NOT met'} ({ratio:,.0f}x); "
-                  f"/segments/events p99 <= 20 ms: {'met' if e99 <= 20 else 'NOT met'} ({fmt(e99)}).", ""]
+                  f"/segments/events p99 <= 20 ms: {'met' if e99 <= 20 else 'NOT met'} ({fmt(e99)} with the 1 s cache; "
+                  f"{fmt(percentile(x['uncached_ms'], 99))} with it off).", ""]
     else:
         lines += ["Targets are stated at 10M devices; this run did not load 10M (BENCH_QUERY_SCALES).", ""]
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from services.query import device_routes, event_routes, segment_routes
 from services.query.devices import DeviceLookup
 from services.query.errors import install_error_handlers
 from services.query.metrics import HttpMetrics
+from services.query.overview_cache import OverviewCounts
 from services.query.rejected import RejectedLog
 from services.query.segments import SegmentIndex
 from services.query.settings import QuerySettings
@@ -40,6 +41,8 @@ def build_api(settings: QuerySettings, catalog: CatalogStore, segments: SegmentI
     api.state.rejected = rejected
     api.state.registry = registry
     api.state.clock = clock or SystemClock()
+    api.state.overview = OverviewCounts(segments.device_counts, api.state.clock, settings.overview_fresh_ms,
+                                        settings.overview_stale_ms)
     install_error_handlers(api)
     api.add_middleware(HttpMetrics, registry=registry)
 

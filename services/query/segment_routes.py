@@ -36,10 +36,11 @@ async def _checked(request: Request, account: int, f: SegmentFilter) -> SegmentF
 @router.get("/events", response_model=SegmentEvents)
 async def segment_events(account: Account, request: Request) -> SegmentEvents:
     """Every event of the account with its device count and ready postback URL: system events,
-    then the deposit ordinals dep_2 .. the highest seen, then custom events."""
-    catalog, index = request.app.state.catalog, _index(request)
+    then the deposit ordinals dep_2 .. the highest seen, then custom events. Device counts
+    may be up to QUERY_OVERVIEW_FRESH_MS (1 s) old."""
+    catalog = request.app.state.catalog
     custom, counts, meta = await asyncio.gather(
-        catalog.custom_events(account), index.device_counts(account), catalog.get_account(account))
+        catalog.custom_events(account), request.app.state.overview.get(account), catalog.get_account(account))
     max_ordinal = max((n for c in counts if (n := deposit_ordinal(c)) is not None), default=1)
     rows = views.overview_rows(custom, max_ordinal)
     base, secret = request.app.state.settings.postback_base_url, (meta or {}).get("secret")

@@ -13,3 +13,7 @@ class QuerySettings(CommonSettings):
     rejected_ttl_days: float = Field(7, alias="QUERY_REJECTED_TTL_DAYS", gt=0)
     # Off: the service does not consume the rejected topic (e.g. tests of the HTTP API alone).
     rejected_feed: bool = Field(True, alias="QUERY_REJECTED_FEED")
+    # Segments overview device counts: served from a per-process cache up to this old, refreshed
+    # in the background until QUERY_OVERVIEW_STALE_MS (docs/architecture.md). 0 = always count.
+    overview_fresh_ms: int = Field(1000, alias="QUERY_OVERVIEW_FRESH_MS", ge=0, le=600_000)
+    overview_stale_ms: int = Field(10_000, alias="QUERY_OVERVIEW_STALE_MS", ge=0, le=3_600_000)
