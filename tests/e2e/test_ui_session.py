@@ -17,9 +17,9 @@ async def sign_in(page, origin: str, api_key: str) -> None:
     await expect(page.locator("#app")).to_be_visible()
 
 
-async def test_page_files_are_served_locally_with_a_strict_policy(running_stack):
+async def check_page_files(query_url: str) -> None:
     """/ui serves the page with a CSP allowing only its own origin; the API schema does not list it."""
-    async with httpx.AsyncClient(base_url=running_stack.query_url, timeout=10) as client:
+    async with httpx.AsyncClient(base_url=query_url, timeout=10) as client:
         resp = await client.get("/ui")
         assert resp.status_code == 307 and resp.headers["location"] == "/ui/"
         page = await client.get("/ui/")
@@ -39,10 +39,11 @@ async def test_page_files_are_served_locally_with_a_strict_policy(running_stack)
 
 
 async def test_key_lives_in_one_tab_and_accounts_stay_apart(running_stack, browser_page):
-    """A reload keeps the tab signed in, a new tab is not; each account sees only its events;
+    """The files are local under a strict CSP; a reload keeps the tab signed in, a new tab is not; each account sees only its events;
     renames stick; a secret shows in the postback URLs; a revoked key signs the tab out with a
     reason; an unreachable service is reported and recovered from."""
     origin = running_stack.query_url
+    await check_page_files(origin)  # one stack for both: the stack's start-up is most of the cost
     account_a = json.loads(running_stack.pbseg("accounts", "create", "--name", "ui-a"))
     extra = json.loads(running_stack.pbseg("accounts", "add-key", "--account", str(account_a["account_id"])))
     account_b = json.loads(running_stack.pbseg("accounts", "create", "--name", "ui-b"))
