@@ -26,8 +26,9 @@ def _index(request: Request) -> SegmentIndex:
 
 async def _checked(request: Request, account: int, f: SegmentFilter) -> SegmentFilter:
     """422 naming every code that is not an event of the account."""
-    custom = {e.code for e in await request.app.state.catalog.custom_events(account)} if f.codes() else set()
-    unknown = unknown_codes(f.codes(), custom)
+    unknown = unknown_codes(f.codes(), set())
+    if unknown:  # only then is the account's event list needed
+        unknown = unknown_codes(unknown, {e.code for e in await request.app.state.catalog.custom_events(account)})
     if unknown:
         raise ApiError(422, "unknown_events", "unknown event codes: " + ", ".join(unknown), unknown_codes=unknown)
     return f.normalized()
