@@ -69,7 +69,10 @@ async def browser_page(tmp_path):
     import shutil
     import tempfile
 
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
+
+    # Generous upper bounds for a loaded 2-core machine; nothing waits longer than it must.
+    expect.set_options(timeout=15_000)
 
     if not os.access(CHROMIUM, os.X_OK):
         pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium (apt-get install chromium)")
@@ -80,6 +83,7 @@ async def browser_page(tmp_path):
             viewport={"width": 1360, "height": 900}, accept_downloads=True, downloads_path=str(tmp_path),
             locale="en-GB",
         )
+        context.set_default_timeout(30_000)
         page = context.pages[0] if context.pages else await context.new_page()
         try:
             yield page

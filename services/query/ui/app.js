@@ -312,7 +312,7 @@ async function copyText(text, button) {
   }
   button.textContent = ok ? "Copied" : "Select & copy";
   button.classList.toggle("copied", ok);
-  setTimeout(() => { button.textContent = "Copy"; button.classList.remove("copied"); }, 1500);
+  setTimeout(() => { button.textContent = "Copy"; button.classList.remove("copied"); }, 2500);
 }
 
 async function setActive(e, active, button) {
