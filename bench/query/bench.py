@@ -240,7 +240,9 @@ def report(results: list[dict]) -> str:
         f"`bench/query/run.sh`, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}. One query-service process (uvicorn, 1 worker), "
         "its own Redis and PostgreSQL on the same machine; the HTTP client is sequential (one request at a time, "
-        "keep-alive), so latency includes the client, HTTP, auth (one HGET) and the 8 partition scripts.",
+        "keep-alive), so latency includes the client, HTTP, auth (one HGET) and the 8 partition scripts. "
+        f"Load average when the run started / ended: {LOAD_AT_START} / {os.getloadavg()[0]:.1f} "
+        "(other work on the machine shares its cores).",
         "",
         "Data: N synthetic devices of one account, 8 partitions, 50 events (install, reg 75%, dep 25%, dep_2..dep_5 "
         "halving, 43 custom events at 1/8..1/256). Redis holds what the processor writes for them: segment bitmaps, "
@@ -282,6 +284,9 @@ def report(results: list[dict]) -> str:
     else:
         lines += ["Targets are stated at 10M devices; this run did not load 10M (BENCH_QUERY_SCALES).", ""]
     return "\n".join(lines)
+
+
+LOAD_AT_START = f"{os.getloadavg()[0]:.1f}"
 
 
 def main() -> None:
