@@ -21,9 +21,15 @@ function empty(container, words) {
   container.replaceChildren(p);
 }
 
-/** Horizontal bars: one per event (system and custom), longest = most devices. */
+const MAX_BARS = 16;
+
+/** Horizontal bars: system events, then the custom events with the most devices (at most
+ * MAX_BARS bars; the table lists the rest). Deposit ordinals are drawn by the funnel. */
 export function drawEventBars(container, events) {
-  const rows = events.filter((e) => !/^dep_\d+$/.test(e.code));
+  const system = events.filter((e) => e.type !== "CUSTOM" && !/^dep_\d+$/.test(e.code));
+  const custom = events.filter((e) => e.type === "CUSTOM").sort((a, b) => (b.devices || 0) - (a.devices || 0));
+  const rows = [...system, ...custom].slice(0, MAX_BARS);
+  const hidden = system.length + custom.length - rows.length;
   if (!rows.length) return empty(container, "No events yet.");
   const width = 560, rowH = 26, labelW = 150, valueW = 70, top = 4;
   const height = top + rows.length * rowH + 4;
@@ -43,7 +49,14 @@ export function drawEventBars(container, events) {
     g.append(el("title", {}, `${e.name} (${e.code}): ${fmt.format(e.devices || 0)} devices`));
     svg.append(g);
   });
-  container.replaceChildren(svg);
+  const parts = [svg];
+  if (hidden > 0) {
+    const more = document.createElement("p");
+    more.className = "muted small";
+    more.textContent = `${hidden} more custom event${hidden === 1 ? "" : "s"} with fewer devices: see the table.`;
+    parts.push(more);
+  }
+  container.replaceChildren(...parts);
 }
 
 /**
