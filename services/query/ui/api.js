@@ -32,9 +32,10 @@ export function describeError(err) {
   if (err.status === 0) return "Cannot reach the query service. Check that it is running and try again.";
   if (FRIENDLY[err.code]) return FRIENDLY[err.code];
   if (err.status >= 500) return `The server had a problem (HTTP ${err.status}). Try again in a moment.`;
-  if (err.status === 404 && err.code === "not_found_endpoint") {
-    return "This server does not offer that action (HTTP 404).";
+  if (err.status === 404 && (err.code === "not_found" || err.code === "not_found_endpoint")) {
+    return "This server does not offer that action (HTTP 404): is the query service up to date?";
   }
+  if (err.status === 405) return "This server does not offer that action (HTTP 405): is the query service up to date?";
   return err.message || `The request was refused (HTTP ${err.status}).`;
 }
 

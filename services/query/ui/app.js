@@ -310,7 +310,7 @@ async function copyText(text, button) {
     try { ok = document.execCommand("copy"); } catch (_) { ok = false; }
     area.remove();
   }
-  button.textContent = ok ? "Copied" : "Select & copy";
+  button.textContent = ok ? "Copied" : "Copy blocked";
   button.classList.toggle("copied", ok);
   setTimeout(() => { button.textContent = "Copy"; button.classList.remove("copied"); }, 2500);
 }
