@@ -9,24 +9,30 @@ from services.common.redis_conn import async_redis
 from services.ingress.app import IngressApp
 from services.ingress.catalog_cache import CatalogCache
 from services.ingress.metrics import IngressMetrics
-from services.ingress.producer import AiokafkaRecordProducer
+from services.ingress.producer import AiokafkaRecordProducer, RecordProducer
 from services.ingress.settings import IngressSettings
+
+
+def build_producer(settings: IngressSettings, metrics: IngressMetrics) -> RecordProducer:
+    def count_failure(reason: str) -> None:
+        metrics.rejected_writes.labels("failed").inc()
+
+    common = dict(bootstrap=settings.kafka_bootstrap_servers, linger_ms=settings.kafka_linger_ms,
+                  max_batch_bytes=settings.kafka_max_batch_bytes, max_background=settings.max_pending_rejected,
+                  on_background_failure=count_failure)
+    if settings.kafka_client == "confluent":
+        from services.ingress.producer_confluent import ConfluentRecordProducer
+
+        return ConfluentRecordProducer(**common, delivery_timeout_s=settings.produce_timeout_s)
+    return AiokafkaRecordProducer(**common)
 
 
 def create_app(settings: IngressSettings | None = None) -> IngressApp:
     settings = settings or IngressSettings()
     configure_logging(settings.log_level, settings.log_format)
     metrics = IngressMetrics()
-    producer_class = AiokafkaRecordProducer
-    if settings.kafka_client == "confluent":
-        from services.ingress.producer_confluent import ConfluentRecordProducer as producer_class
-    producer = producer_class(
-        settings.kafka_bootstrap_servers, settings.kafka_linger_ms, settings.kafka_max_batch_bytes,
-        settings.max_pending_rejected,
-        on_background_failure=lambda reason: metrics.rejected_writes.labels("failed").inc(),
-    )
     catalog = CatalogCache(
         CatalogStore(async_redis(settings.redis_url), settings.key_prefix), settings.catalog_poll_s,
         on_loaded=lambda snapshot: metrics.catalog_version.set(snapshot.version),
     )
-    return IngressApp(settings, producer, catalog, SystemClock(), metrics)
+    return IngressApp(settings, build_producer(settings, metrics), catalog, SystemClock(), metrics)

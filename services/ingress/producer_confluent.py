@@ -2,11 +2,18 @@
 retries run in librdkafka's C threads, so a postback costs the event loop one `produce()`
 call and one future. Delivery reports are served by `poll(0)` from a task on the loop
 every `poll_interval_s`, which resolves the waiting futures in the loop's own thread.
+
+Deadlines cost no timer per request: every request has the same timeout, so their futures
+sit in a FIFO the poll task expires from the front (a 503 comes at most one poll interval
+early, never late). librdkafka's own `message.timeout.ms` is the same bound, so a record
+whose request got a 503 is not retried by the client afterwards (it may still have
+reached the broker if it was on the wire).
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import time
 
@@ -31,15 +38,14 @@ class ConfluentRecordProducer:
     """acks=all + enable.idempotence: librdkafka's retries cannot duplicate or reorder."""
 
     def __init__(self, bootstrap: str, linger_ms: int, max_batch_bytes: int, max_background: int,
-                 on_background_failure=None, poll_interval_s: float = 0.001):
+                 on_background_failure=None, poll_interval_s: float = 0.001, delivery_timeout_s: float = 2.0):
         self.bootstrap = bootstrap
         self._config = {
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": linger_ms, "batch.size": max_batch_bytes, "socket.nagle.disable": True,
-            # A record not acknowledged within 10 s is given up by the client; its sender got
-            # a 503 after at most 2 s anyway.
-            "message.timeout.ms": 10_000,
+            "message.timeout.ms": max(linger_ms + 100, int(delivery_timeout_s * 1000)),
         }
+        self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         self._producer: Producer | None = None
         self._poll_interval_s = poll_interval_s
         self._poll_task: asyncio.Task | None = None
@@ -63,9 +69,15 @@ class ConfluentRecordProducer:
         )
 
     async def _poll(self) -> None:
-        producer, interval = self._producer, self._poll_interval_s
+        producer, interval, deadlines = self._producer, self._poll_interval_s, self._deadlines
+        loop = asyncio.get_running_loop()
         while True:
             producer.poll(0)
+            now = loop.time()
+            while deadlines and deadlines[0][0] <= now:
+                fut = deadlines.popleft()[1]
+                if not fut.done():
+                    fut.set_exception(ProduceFailed("no acknowledgement from Kafka in time"))
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
@@ -75,23 +87,22 @@ class ConfluentRecordProducer:
             await asyncio.to_thread(self._producer.flush, 5.0)
 
     async def deliver(self, topic: str, key: bytes, value: bytes, timeout_s: float) -> None:
-        fut = asyncio.get_running_loop().create_future()
-        deadline = time.monotonic() + timeout_s
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        # Expire one poll interval early so the reply never comes later than timeout_s.
+        deadline = loop.time() + timeout_s - self._poll_interval_s
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=functools.partial(_ack, fut))
                 break
             except BufferError:  # librdkafka's queue is full: Kafka is not keeping up
-                if time.monotonic() >= deadline:
+                if loop.time() >= deadline:
                     raise ProduceFailed("the client's queue stayed full") from None
                 await asyncio.sleep(0.005)
             except KafkaException as exc:
                 raise ProduceFailed(str(exc)) from exc
-        try:
-            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
-                await fut
-        except TimeoutError as exc:
-            raise ProduceFailed(f"no acknowledgement from Kafka within {timeout_s}s") from exc
+        self._deadlines.append((deadline, fut))
+        await fut  # raises ProduceFailed (nack or deadline)
 
     def deliver_in_background(self, topic: str, key: bytes | None, value: bytes, timeout_s: float) -> bool:
         if self._background >= self._max_background:
