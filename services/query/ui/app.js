@@ -671,6 +671,9 @@ function wire() {
     ev.preventDefault();
     const key = $("api-key").value.trim();
     if (!key) return showMessage($("signin-error"), "Paste your API key first.");
+    if (!/^[\x21-\x7e]{1,512}$/.test(key)) {
+      return showMessage($("signin-error"), "That does not look like an API key: keys are one word of letters, digits, - and _ (pbs_...).");
+    }
     signIn(key);
   });
   $("signout").addEventListener("click", () => signOut(""));
