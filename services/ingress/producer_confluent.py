@@ -43,6 +43,9 @@ class ConfluentRecordProducer:
         self._config = {
             "bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
             "linger.ms": linger_ms, "batch.size": max_batch_bytes, "socket.nagle.disable": True,
+            # The Java client's (and aiokafka's) murmur2, not librdkafka's default CRC32: a
+            # device's key lands on the same partition whichever client wrote it.
+            "partitioner": "murmur2_random",
             "message.timeout.ms": max(linger_ms + 100, int(delivery_timeout_s * 1000)),
         }
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
