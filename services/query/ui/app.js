@@ -168,9 +168,10 @@ async function refreshAll() {
   if (!state.api || state.refreshing) return;
   state.refreshing = true;
   try {
-    if (await refreshEvents()) scheduleCount(0);
+    const fresh = await refreshEvents();
+    if (fresh) scheduleCount(0);
     await refreshRejected();
-    stamp();
+    if (fresh) stamp(); // "updated" tells the time of the last good data, not the last attempt
   } finally {
     state.refreshing = false;
   }
