@@ -17,7 +17,7 @@ def record(account_id: int | None, i: int) -> bytes:
                                   raw=f"id=d{i}&status=x_{account_id}", at=i).model_dump_json(by_alias=True).encode()
 
 
-async def wait_for(predicate, timeout: float = 20.0):
+async def wait_for(predicate, timeout: float = 60.0):
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         if await predicate():
