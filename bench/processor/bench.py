@@ -386,10 +386,11 @@ async def main() -> None:
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--faust-cap-s", type=float, default=40.0)
     ap.add_argument("--mem-devices", type=int, default=1_000_000)
-    ap.add_argument("--rate", type=int, default=10_000)
+    ap.add_argument("--rates", default="10000,2000", help="offered postbacks/s, one latency run each")
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/processor.md"))
     args = ap.parse_args()
+    args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     run = f"{int(time.time())}{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="bench-processor."))
@@ -417,9 +418,11 @@ async def main() -> None:
         log(f"  {mem['bytes_per_device']:.1f} B/device")
         mem36 = await memory_run(redis_url, max(args.mem_devices // 10, 1000), 0, 36)
         log(f"  {mem36['bytes_per_device']:.1f} B/device with 36-character ids")
-        log(f"latency: {args.rate}/s for {args.rate_seconds:g}s through the ingress ...")
-        lat = await latency_run(bootstrap, redis_url, args.rate, args.rate_seconds, work, run)
-        log(f"  achieved {lat['achieved_rate']:.0f}/s, p50 {lat['p50_ms']:.1f} ms p99 {lat['p99_ms']:.1f} ms")
+        lat = []
+        for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+            log(f"latency: {rate}/s for {args.rate_seconds:g}s through the ingress ...")
+            lat.append(await latency_run(bootstrap, redis_url, rate, args.rate_seconds, work, f"{run}{i}"))
+            log(f"  achieved {lat[-1]['achieved_rate']:.0f}/s, p50 {lat[-1]['p50_ms']:.1f} ms p99 {lat[-1]['p99_ms']:.1f} ms")
     finally:
         redis_proc.stop()
     write_report(Path(args.out), args, produce_rate, raw, faust_take, faust_events, proc, mem, mem36, lat)
@@ -435,7 +438,8 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
     lines = [
         "## Processor", "",
         f"`bench/processor/run.sh`, {stamp}. Kafka 127.0.0.1:9092 (shared broker, own topics and groups), a Redis",
-        "started by the bench (AOF everysec, listpack 512/160 as `make up`), all on this 2-core box.", "",
+        "started by the bench (AOF everysec, listpack 512/160 as `make up`), all on this 2-core box; "
+        f"load average when the run started: {args.load_at_start}.", "",
         f"**Consumption, same pre-filled topic ({args.records:,} postbacks, {PARTITIONS} partitions, "
         f"{max(args.records // 5, 1):,} devices; filled at {produce_rate:,.0f}/s), same run:**", "",
         "| consumer | records | seconds | records/s |", "|---|---|---|---|",
@@ -447,16 +451,16 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         f"The processor applied {proc['rate']:,.0f} events/s into Redis; including publishing every "
         f"device-event record from the outbox to Kafka it finished at {proc['rate_with_publish']:,.0f}/s. "
         f"Target >= 30,000 events/s: **{verdict(proc['rate'] >= 30_000)}**.", "",
-        f"**Latency, ingress 2xx -> visible in Redis**, offered {lat['target_rate']:,}/s for {lat['seconds']:.0f} s "
-        f"(paced Python HTTP/1.1 client, 64 keep-alive connections, on the same 2 cores as the ingress (granian, 1 worker), "
+        f"**Latency, ingress 2xx -> visible in Redis**, {args.rate_seconds:g} s per offered rate "
+        f"(paced open-loop Python HTTP/1.1 client, 64 keep-alive connections, on the same 2 cores as the ingress (granian, 1 worker), "
         f"the processor, Kafka and Redis); every 20th postback is a probe on a new device whose key is polled every 5 ms:", "",
         "| offered/s | achieved 2xx/s | 2xx | non-2xx | socket errors | probes seen | probes never seen | p50 ms | p99 ms | max ms |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {lat['target_rate']:,} | {lat['achieved_rate']:,.0f} | {lat['ok']:,} | {lat['non2xx']:,} | {lat['errors']} | "
-        f"{lat['probes']:,} | {lat['never_seen']} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} | {lat['max_ms']:.1f} |", "",
-        f"Target p99 <= 1 s at a steady 10,000/s: **{verdict(lat['p99_ms'] <= 1000 and lat['achieved_rate'] >= 0.95 * 10_000 and lat['target_rate'] >= 10_000)}**"
-        + ("" if lat["achieved_rate"] >= 0.95 * lat["target_rate"] else
-           f" (the offered rate was not reached: {lat['achieved_rate']:,.0f}/s achieved)") + ".", "",
+        *(f"| {x['target_rate']:,} | {x['achieved_rate']:,.0f} | {x['ok']:,} | {x['non2xx']:,} | {x['errors']} | "
+          f"{x['probes']:,} | {x['never_seen']} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} |" for x in lat), "",
+        f"Target p99 <= 1 s at a steady 10,000/s: **{verdict(any(x['target_rate'] >= 10_000 and x['achieved_rate'] >= 9_500 and x['p99_ms'] <= 1000 for x in lat))}**"
+        + ("" if any(x["target_rate"] >= 10_000 and x["achieved_rate"] >= 9_500 for x in lat) else
+           " (10,000/s was not reached end to end on this box: the offered rate row shows what was)") + ".", "",
         f"**Redis memory**, {mem['devices']:,} devices x 3 postbacks (reg, dep, first_open; + install = 4 events each), "
         f"16-hex-character install ids (Android-ID length), applied through the same Lua script with the outbox off "
         f"(at rest the outbox is drained): INFO used_memory {mem['before']:,} -> {mem['after']:,} B = "

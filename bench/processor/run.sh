@@ -2,7 +2,8 @@
 # Processor benchmark (bench/results/processor.md): apply rate vs bare Faust vs bare aiokafka on
 # one pre-filled topic, ingress-2xx-to-Redis latency at a steady rate, Redis bytes per device.
 # Knobs (full scale by default): BENCH_PROCESSOR_RECORDS (300000), BENCH_PROCESSOR_MEM_DEVICES
-# (1000000), BENCH_PROCESSOR_RATE (10000), BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40).
+# (1000000), BENCH_PROCESSOR_RATES (offered postbacks/s per latency run, "10000,2000"),
+# BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=$PWD/.venv/bin/python
@@ -23,6 +24,6 @@ trap '[ -n "$STARTED" ] && "$PY" -c "from services.devstack.procs import stop_pr
 "$PY" bench/processor/bench.py \
   --records "${BENCH_PROCESSOR_RECORDS:-300000}" \
   --mem-devices "${BENCH_PROCESSOR_MEM_DEVICES:-1000000}" \
-  --rate "${BENCH_PROCESSOR_RATE:-10000}" \
+  --rates "${BENCH_PROCESSOR_RATES:-10000,2000}" \
   --rate-seconds "${BENCH_PROCESSOR_RATE_SECONDS:-30}" \
   --faust-cap-s "${BENCH_PROCESSOR_FAUST_CAP_S:-40}"

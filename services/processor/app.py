@@ -123,8 +123,11 @@ class ProcessorService(mode.Service):
             await self.crash(exc)
 
     async def on_stop(self) -> None:
-        for closer in (self.consumer.stop, self.producer.stop, self.runner.cleanup, self.redis.aclose):
+        for owner, method in (("consumer", "stop"), ("producer", "stop"), ("runner", "cleanup"), ("redis", "aclose")):
+            resource = getattr(self, owner, None)  # absent when start-up failed before creating it
+            if resource is None:
+                continue
             try:
-                await closer()
+                await getattr(resource, method)()
             except Exception:  # noqa: BLE001 - best effort on shutdown
                 pass

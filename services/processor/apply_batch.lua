@@ -72,11 +72,14 @@ for _, e in ipairs(events) do
       -- The value is the ingress receive time of the first occurrence, so a replay of the
       -- log (pbseg rebuild) reaches the same dedupe decisions as live processing did.
       local tkey = tag .. ':t:' .. acct .. ':' .. install .. ':' .. code .. ':' .. tid
-      local prev = redis.call('GET', tkey)
-      if prev and tonumber(received) - tonumber(prev) < tid_ttl then
-        duplicate = true
-      else
-        redis.call('SET', tkey, received, 'PX', tid_ttl)
+      if not redis.call('SET', tkey, received, 'NX', 'PX', tid_ttl) then
+        -- seen before: a duplicate unless the first sighting is older than the retention
+        local prev = redis.call('GET', tkey)
+        if tonumber(received) - tonumber(prev) < tid_ttl then
+          duplicate = true
+        else
+          redis.call('SET', tkey, received, 'PX', tid_ttl)
+        end
       end
     end
     if duplicate then

@@ -41,8 +41,13 @@ async def test_deposits_through_the_stack_get_ordinals_downstream_and_in_segment
     account = json.loads(running_stack.pbseg("accounts", "create", "--name", "e2e-processor"))
     api_key, account_id = account["api_key"], account["account_id"]
     async with httpx.AsyncClient(timeout=10) as client:
-        for params in ({"id": "p-1", "status": f"reg_{account_id}"},
-                       {"id": "p-1", "status": f"dep_{account_id}", "tid": "order-1", "amount": "5.00"},
+        for _ in range(100):  # the ingress sees a new account within about a second (catalog polling)
+            resp = await client.get(f"{running_stack.ingress_url}/api/postback/", params={"id": "p-1", "status": f"reg_{account_id}"})
+            if resp.status_code != 404:
+                break
+            await asyncio.sleep(0.1)
+        assert resp.status_code == 200, resp.text
+        for params in ({"id": "p-1", "status": f"dep_{account_id}", "tid": "order-1", "amount": "5.00"},
                        {"id": "p-1", "status": f"dep_{account_id}", "tid": "order-1", "amount": "5.00"},
                        {"id": "p-1", "status": f"dep_{account_id}", "tid": "order-2"},
                        {"id": "p-2", "status": f"dep_{account_id}"}):
