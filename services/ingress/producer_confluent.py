@@ -47,7 +47,10 @@ class ConfluentRecordProducer:
             # device's key lands on the same partition whichever client wrote it.
             "partitioner": "murmur2_random",
             "message.timeout.ms": max(linger_ms + 100, int(delivery_timeout_s * 1000)),
+            "log.connection.close": False,
+            "error_cb": self._on_client_error,
         }
+        self._last_error_log = 0.0
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         self._producer: Producer | None = None
         self._poll_interval_s = poll_interval_s
@@ -59,7 +62,6 @@ class ConfluentRecordProducer:
     async def start(self, timeout_s: float) -> None:
         self._producer = Producer(self._config)
         deadline = time.monotonic() + timeout_s
-        last: Exception | None = None
         while time.monotonic() < deadline:
             if await self.reachable(min(2.0, max(0.1, deadline - time.monotonic()))):
                 self._poll_task = asyncio.create_task(self._poll())
@@ -67,9 +69,16 @@ class ConfluentRecordProducer:
             log.warning("kafka_not_reachable", bootstrap=self.bootstrap)
             await asyncio.sleep(0.5)
         raise RuntimeError(
-            f"cannot reach Kafka at {self.bootstrap} within {timeout_s:.0f}s ({last}). "
+            f"cannot reach Kafka at {self.bootstrap} within {timeout_s:.0f}s. "
             "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS to a running broker."
         )
+
+    def _on_client_error(self, err) -> None:
+        """librdkafka's global errors (broker down, ...): logged at most once per second."""
+        now = time.monotonic()
+        if now - self._last_error_log >= 1.0:
+            self._last_error_log = now
+            log.warning("kafka_client_error", error=str(err), bootstrap=self.bootstrap)
 
     async def _poll(self) -> None:
         producer, interval, deadlines = self._producer, self._poll_interval_s, self._deadlines
