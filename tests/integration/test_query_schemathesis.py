@@ -52,7 +52,7 @@ async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, 
                 await asyncio.sleep(0.1)
         run = await asyncio.to_thread(subprocess.run, [
             str(BIN / "schemathesis"), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
-            "-H", f"Authorization: Bearer {api_key}", "--max-examples", "15", "--max-time", "40",
+            "-H", f"Authorization: Bearer {api_key}", "--max-examples", "15", "--max-time", "30",
             "--seed", str(int(time.time()) % 100_000), "--exclude-path", "/metrics", "--no-color",
             "--report", "junit", "--report-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=150)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
