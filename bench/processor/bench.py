@@ -363,6 +363,10 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
         while pending and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         watch.cancel()
+        stats["processor_alive"] = processor.p.poll() is None
+        if not stats["processor_alive"]:
+            log("the processor exited during the latency run; its log ends:\n" + "\n".join(
+                processor.logfile.read_text(errors="replace").splitlines()[-30:]))
     finally:
         ingress.stop()
         processor.stop()
@@ -458,6 +462,9 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         "|---|---|---|---|---|---|---|---|---|---|",
         *(f"| {x['target_rate']:,} | {x['achieved_rate']:,.0f} | {x['ok']:,} | {x['non2xx']:,} | {x['errors']} | "
           f"{x['probes']:,} | {x['never_seen']} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} |" for x in lat), "",
+        *([f"The processor EXITED during the {x['target_rate']:,}/s run (see the run's output)." for x in lat
+           if not x["processor_alive"]] or ["The processor ran through every latency run."]),
+        "Probes never seen were still not in Redis 30 s after the load ended.", "",
         f"Target p99 <= 1 s at a steady 10,000/s: **{verdict(any(x['target_rate'] >= 10_000 and x['achieved_rate'] >= 9_500 and x['p99_ms'] <= 1000 for x in lat))}**"
         + ("" if any(x["target_rate"] >= 10_000 and x["achieved_rate"] >= 9_500 for x in lat) else
            " (10,000/s was not reached end to end on this box: the offered rate row shows what was)") + ".", "",

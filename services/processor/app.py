@@ -118,6 +118,8 @@ class ProcessorService(mode.Service):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if self.should_stop:  # shutting down: the clients were closed under the running task
+                return
             # Safe to stop: every applied batch is atomic with its watermark; a restart resumes there.
             log.error("processor_failed", part=name, error=repr(exc))
             await self.crash(exc)
