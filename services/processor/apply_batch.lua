@@ -8,27 +8,32 @@
 -- the same Redis Cluster slot as KEYS[1] (docs/architecture.md, "Exactly once").
 -- ARGV[1] = partition hash tag, e.g. "{pbseg:p3}"
 -- ARGV[2] = tid retention in ms
--- ARGV[3] = processing time (ms, from the injected clock), decimal text
+-- ARGV[3] = processing time (ms, from the injected clock; unused by the script, kept for the log)
 -- ARGV[4] = the batch's last offset: the watermark moves there even when the last records
 --           were rejected (they are in ARGV only when they are applicable)
 -- ARGV[5] = "1" to append device-event records to the outbox, "0" not to (rebuild)
 -- ARGV[6] = the events, a JSON array of arrays (one argument: cheap to send, decoded in C by cjson):
---   [offset, event_id, account, install_id, event, occurred_at, received_at, tid ("" = none), record]
---   all strings but the offset (account ids may exceed 2^53); record = the device-event.v1 JSON
---   of this occurrence without `deposit_ordinal`, `first_occurrence` and the closing brace
---   (rendered by planning.py; "" when not emitting)
+--   [offset, account, install_id, event, occurred_at, received_at, tid ("" = none)]
+--   all strings but the offset (account ids may exceed 2^53)
+-- ARGV[7] = the events' device-event records as lines "<account>:<install id>\t<head>", one per
+--   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
+--   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
+--   The script never parses it: it stores it as is, next to what only it knows.
 -- Device hash values: "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
--- Outbox: ONE stream entry per batch, field `r` = lines "<account>:<install id>\t<json>" joined
--- by "\n" (install ids are printable ASCII without spaces; JSON text has no raw tab/newline).
+-- Outbox: ONE stream entry per batch: `h` = ARGV[7], `t` = one token per event, joined by ",":
+--   "-" nothing to publish (offset already applied, or a repeated tid); else "<ordinal>:<first>"
+--   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new and its
+--   `install` record (event id "<event_id>:install") comes first. store.OutboxEntry.records()
+--   turns heads + tokens into the records.
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
 local tag = ARGV[1]
 local tid_ttl = tonumber(ARGV[2])
-local now_text = ARGV[3]
 local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
 local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local applied, skipped, dups = 0, 0, 0
-local lines = {}
+local tokens = {}
+local records = 0
 local known_codes = {}
 
 local function bump(cur, ts)
@@ -52,21 +57,15 @@ local function index(acct, code, num)
   end
 end
 
-local function emit_install(event_id, acct, install, ts)
-  lines[#lines + 1] = acct .. ':' .. install .. '\t{"schema":"device-event.v1","event_id":' .. cjson.encode(event_id) ..
-    ',"account_id":' .. acct .. ',"install_id":' .. cjson.encode(install) ..
-    ',"event":"install","occurred_at":' .. ts .. ',"processed_at":' .. now_text ..
-    ',"tid":null,"amount":null,"currency":null,"deposit_ordinal":null,"first_occurrence":true}'
-end
-
 local events = cjson.decode(ARGV[6])
 for _, e in ipairs(events) do
   local offset = e[1]
   if offset <= watermark then
     skipped = skipped + 1
+    tokens[#tokens + 1] = '-'
   else
-    local event_id, acct, install, code = e[2], e[3], e[4], e[5]
-    local ts, received, tid, record = e[6], e[7], e[8], e[9]
+    local acct, install, code = e[2], e[3], e[4]
+    local ts, received, tid = e[5], e[6], e[7]
     local duplicate = false
     if tid ~= '' then
       -- The value is the ingress receive time of the first occurrence, so a replay of the
@@ -84,12 +83,14 @@ for _, e in ipairs(events) do
     end
     if duplicate then
       dups = dups + 1
+      tokens[#tokens + 1] = '-'
     else
       local dkey = tag .. ':d:' .. acct .. ':' .. install
       local cur = redis.call('HMGET', dkey, '#', code)
       local num, value = cur[1], cur[2]
       local writes = {}
       local install_postback = false
+      local prefix = ''
       if not num then
         num = redis.call('INCR', tag .. ':seq:' .. acct)
         redis.call('HSET', tag .. ':n:' .. acct .. ':' .. math.floor(num / 512), num % 512, install)
@@ -97,10 +98,13 @@ for _, e in ipairs(events) do
         writes = {'#', num, 'install', ts}
         -- an install postback on a new device IS the device's install occurrence
         install_postback = code == 'install'
-        if emit_records and not install_postback then emit_install(event_id .. ':install', acct, install, ts) end
+        if not install_postback then
+          prefix = '+'
+          records = records + 1
+        end
       end
       num = tonumber(num)
-      local count, ordinal = 1, 'null'
+      local count, ordinal = 1, ''
       if not install_postback then
         local new_value
         new_value, count = bump(value, ts)
@@ -118,14 +122,16 @@ for _, e in ipairs(events) do
         end
       end
       redis.call('HSET', dkey, unpack(writes))
-      if emit_records then
-        lines[#lines + 1] = acct .. ':' .. install .. '\t' .. record .. ',"deposit_ordinal":' .. ordinal ..
-          ',"first_occurrence":' .. (count == 1 and 'true' or 'false') .. '}'
-      end
+      tokens[#tokens + 1] = prefix .. ordinal .. (count == 1 and ':1' or ':0')
+      records = records + 1
       applied = applied + 1
     end
   end
 end
-if #lines > 0 then redis.call('XADD', tag .. ':outbox', '*', 'r', table.concat(lines, '\n')) end
+if emit_records and records > 0 then
+  redis.call('XADD', tag .. ':outbox', '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
+else
+  records = 0
+end
 if batch_last > watermark then redis.call('SET', KEYS[1], batch_last) end
-return {applied, skipped, dups, #lines}
+return {applied, skipped, dups, records}

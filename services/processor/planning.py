@@ -17,7 +17,7 @@ import orjson
 from services.common.models import PostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback
 
-FIELDS_PER_EVENT = 9
+FIELDS_PER_EVENT = 7
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class PartitionBatch:
     emit: bool = True
     last_offset: int = -1
     events: list = field(default_factory=list)  # one `event_args` list per applicable record
+    lines: list = field(default_factory=list)  # one `record_line` per applicable record (when emitting)
     rejected: list[RejectedOffset] = field(default_factory=list)
 
     @property
@@ -42,6 +43,10 @@ class PartitionBatch:
     def script_events(self) -> bytes:
         """The apply script's ARGV[6]: every applicable record, as one JSON array."""
         return orjson.dumps(self.events)
+
+    def script_lines(self) -> bytes:
+        """The apply script's ARGV[7]: the records' device-event heads, one line each."""
+        return "\n".join(self.lines).encode()
 
     @property
     def size(self) -> int:
@@ -57,10 +62,14 @@ def device_event_head(r: PostbackRecord, processed_at: int) -> str:
     })[:-1].decode()
 
 
-def event_args(offset: int, r: PostbackRecord, processed_at: int, emit: bool = True) -> list:
+def event_args(offset: int, r: PostbackRecord) -> list:
     """The apply script's fields for one record (apply_batch.lua, ARGV[6]): all text but the offset."""
-    return [offset, r.event_id, str(r.account_id), r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
-            device_event_head(r, processed_at) if emit else ""]
+    return [offset, str(r.account_id), r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or ""]
+
+
+def record_line(r: PostbackRecord, processed_at: int) -> str:
+    """ARGV[7] line: Kafka key, tab, device-event head (install ids have no tab; JSON no raw newline)."""
+    return f"{r.account_id}:{r.install_id}\t{device_event_head(r, processed_at)}"
 
 
 def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | None]], processed_at: int,
@@ -74,7 +83,9 @@ def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | N
         if isinstance(decoded, RecordRejection):
             batch.rejected.append(RejectedOffset(offset, decoded))
         else:
-            events.append(event_args(offset, decoded, processed_at, emit))
+            events.append(event_args(offset, decoded))
+            if emit:
+                batch.lines.append(record_line(decoded, processed_at))
         if offset > batch.last_offset:
             batch.last_offset = offset
     return batch

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import orjson
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys
@@ -26,14 +27,39 @@ class BatchResult:
 
 @dataclass(frozen=True)
 class OutboxEntry:
-    """One applied batch's device-event records: lines `<account>:<install id>\t<json>`."""
+    """One applied batch's device-event records (apply_batch.lua, "Outbox")."""
 
     entry_id: str
-    payload: bytes
+    fields: dict[bytes, bytes]
 
     def records(self) -> list[tuple[bytes, bytes]]:
-        """(Kafka key, value) of each record, in the order they were applied."""
-        return [tuple(line.split(b"\t", 1)) for line in self.payload.split(b"\n")]
+        """(Kafka key, value) of each record, in the order they were applied. Pure: the same
+        entry always yields the same bytes (so a re-sent record is identical)."""
+        if b"h" in self.fields:
+            return _records_from_heads(self.fields[b"h"], self.fields[b"t"])
+        if b"r" in self.fields:  # one line per record (format of 2026-11-26 morning)
+            return [tuple(line.split(b"\t", 1)) for line in self.fields[b"r"].split(b"\n")]
+        return [_legacy_record(self.fields)]
+
+
+def _records_from_heads(heads: bytes, tokens: bytes) -> list[tuple[bytes, bytes]]:
+    out = []
+    for line, token in zip(heads.split(b"\n"), tokens.split(b",")):
+        if token == b"-":
+            continue
+        key, head = line.split(b"\t", 1)
+        if token.startswith(b"+"):
+            token = token[1:]
+            source = orjson.loads(head + b"}")
+            out.append((key, orjson.dumps({
+                "schema": "device-event.v1", "event_id": f"{source['event_id']}:install",
+                "account_id": source["account_id"], "install_id": source["install_id"], "event": "install",
+                "occurred_at": source["occurred_at"], "processed_at": source["processed_at"],
+                "tid": None, "amount": None, "currency": None, "deposit_ordinal": None, "first_occurrence": True})))
+        ordinal, first = token.split(b":")
+        out.append((key, head + b',"deposit_ordinal":' + (ordinal or b"null") + b',"first_occurrence":'
+                    + (b"true" if first == b"1" else b"false") + b"}"))
+    return out
 
 
 class DeviceStateStore:
@@ -61,7 +87,7 @@ class DeviceStateStore:
             for b in batches:
                 keys = self.keys(b.partition)
                 argv = [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset, "1" if b.emit else "0",
-                        b.script_events()]
+                        b.script_events(), b.script_lines()]
                 await self._script(keys=[keys.applied_offset(self.topic)], args=argv, client=pipe)
             replies = await pipe.execute()
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
@@ -76,7 +102,7 @@ class DeviceStateStore:
     async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
         """Oldest `count` outbox entries of the partition (one per applied batch), in order."""
         rows = await self.redis.xrange(self.keys(partition).outbox, "-", "+", count=count)
-        return [OutboxEntry(eid.decode(), fields[b"r"] if b"r" in fields else _legacy_entry(fields)) for eid, fields in rows]
+        return [OutboxEntry(eid.decode(), fields) for eid, fields in rows]
 
     async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
         """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked its records)."""
@@ -107,9 +133,9 @@ async def _chunks(aiter, size: int):
         yield chunk
 
 
-def _legacy_entry(fields: dict[bytes, bytes]) -> bytes:
+def _legacy_record(fields: dict[bytes, bytes]) -> tuple[bytes, bytes]:
     """An entry of the walking skeleton's outbox (one record per entry, one stream field per
-    record field) as a one-line payload, so an upgraded worker drains what the old one left."""
+    record field), so an upgraded worker drains what the old one left."""
     f = {k.decode(): v.decode() for k, v in fields.items()}
     record = DeviceEventRecord(
         event_id=f["event_id"], account_id=int(f["account_id"]), install_id=f["install_id"], event=f["event"],
@@ -117,4 +143,4 @@ def _legacy_entry(fields: dict[bytes, bytes]) -> bytes:
         first_occurrence=f.get("first_occurrence") == "1", occurred_at=int(f["occurred_at"]),
         processed_at=int(f["processed_at"]), tid=f.get("tid") or None, amount=f.get("amount") or None,
         currency=f.get("currency") or None)
-    return f"{record.account_id}:{record.install_id}\t".encode() + record.model_dump_json(by_alias=True).encode()
+    return f"{record.account_id}:{record.install_id}".encode(), record.model_dump_json(by_alias=True).encode()

@@ -8,6 +8,7 @@ from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPo
 from services.processor.decoding import RecordRejection, decode_postback, rejection_labels
 from services.processor.planning import FIELDS_PER_EVENT, plan_partition_batch
 from services.processor.rejections import rejected_message
+from services.processor.store import OutboxEntry
 from services.processor.settings import ProcessorSettings
 
 
@@ -89,30 +90,41 @@ def test_planning_keeps_offsets_of_rejected_records_in_the_watermark():
     assert batch.applicable == 2 and batch.size == 4
     assert [r.offset for r in batch.rejected] == [11, 13]
     assert len(batch.events) == 2 and all(len(e) == FIELDS_PER_EVENT for e in batch.events)
-    assert batch.events[0][:-1] == [10, "e1", "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1"]
-    assert orjson.loads(batch.script_events())[1][1] == "e2"
+    assert batch.events[0] == [10, "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1"]
+    assert orjson.loads(batch.script_events())[1][0] == 12
+    assert len(batch.script_lines().split(b"\n")) == 2
 
 
-def test_planned_record_head_completes_to_a_valid_device_event():
-    """The script appends ordinal, first flag and '}' to the planned head: a valid device-event.v1."""
-    batch = plan_partition_batch(0, [(0, _record(install_id='we"ird\\id'))], 555)
-    head = batch.events[0][-1]
-    record = DeviceEventRecord.model_validate_json(head + ',"deposit_ordinal":3,"first_occurrence":false}')
-    assert (record.install_id, record.deposit_ordinal, record.processed_at, record.amount) == ('we"ird\\id', 3, 555, "9.99")
-    assert "\t" not in head and "\n" not in head
+def _entry(batch, tokens: str) -> OutboxEntry:
+    return OutboxEntry("1-0", {b"h": batch.script_lines(), b"t": tokens.encode()})
+
+
+def test_outbox_records_are_heads_completed_by_the_script_tokens():
+    """Tokens add ordinal and first flag; '-' publishes nothing; '+' puts the install record first."""
+    batch = plan_partition_batch(0, [(0, _record(event_id="a", install_id='we"ird\\id')), (1, _record(event_id="b")),
+                                     (2, _record(event_id="c", tid=None, amount=None, currency=None))], 555)
+    records = _entry(batch, "+1:1,-,2:0").records()
+    assert [key for key, _ in records] == [b'7:we"ird\\id'] * 2 + [b"7:dev-1"]
+    parsed = [DeviceEventRecord.model_validate_json(value) for _, value in records]
+    assert [(r.event_id, r.event, r.deposit_ordinal, r.first_occurrence) for r in parsed] == \
+        [("a:install", "install", None, True), ("a", "dep", 1, True), ("c", "dep", 2, False)]
+    assert parsed[0].occurred_at == 1_700_000_000_000 and parsed[0].processed_at == 555 and parsed[0].tid is None
+    assert (parsed[1].install_id, parsed[1].amount, parsed[1].tid) == ('we"ird\\id', "9.99", "t-1")
+    assert parsed[2].tid is None and parsed[2].currency is None
+    assert _entry(batch, "+1:1,-,2:0").records() == records  # the same entry re-sent is the same bytes
 
 
 def test_planning_for_rebuild_renders_no_records():
-    """emit=False (pbseg rebuild) leaves the record field empty."""
+    """emit=False (pbseg rebuild) renders no device-event heads."""
     batch = plan_partition_batch(0, [(0, _record())], 1, emit=False)
-    assert batch.events[0][-1] == "" and batch.emit is False
+    assert batch.lines == [] and batch.script_lines() == b"" and batch.emit is False
 
 
 def test_planning_writes_empty_strings_for_missing_tid():
     """The Lua script reads '' as 'no tid'; the record says null."""
     batch = plan_partition_batch(0, [(0, _record(tid=None, amount=None, currency=None))], 1)
-    assert batch.events[0][7] == ""
-    assert '"tid":null' in batch.events[0][8] and '"currency":null' in batch.events[0][8]
+    assert batch.events[0][6] == ""
+    assert b'"tid":null' in batch.script_lines() and b'"currency":null' in batch.script_lines()
 
 
 def test_rejected_message_follows_the_schema_and_names_the_position():
