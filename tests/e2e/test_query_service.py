@@ -8,8 +8,12 @@ import json
 
 import httpx
 
+from services.common.keys import PartitionKeys
+from services.common.redis_conn import async_redis
+from services.query.devices import partition_of
 
-async def poll(fn, timeout: float = 30.0):
+
+async def poll(fn, timeout: float = 60.0):
     """Returns fn()'s first truthy result; the services work asynchronously."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -36,14 +40,14 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         # The new event reaches the ingress (it polls the catalog version).
         async def accepted():
             return (await send("dev-1", "promo")).status_code == 200
-        assert await poll(accepted)
+        assert await poll(accepted), "the new event never reached the ingress"
         for install, code in [("dev-1", "reg"), ("dev-1", "dep"), ("dev-1", "dep"), ("dev-2", "reg"), ("dev-3", "dep")]:
             assert (await send(install, code)).status_code == 200
 
         async def counted():
             r = await c.post(f"{q}/api/b/v2/segments/count", json={"event_include": ["reg", "dep"]}, headers=h)
             return r.json()["count"] == 1 and (await c.get(f"{q}/api/b/v2/devices/dev-3", headers=h)).status_code == 200
-        assert await poll(counted)
+        assert await poll(counted), "the processor never applied the postbacks"
         body = {"event_include": ["reg"], "event_exclude": ["dep_2"]}
         assert (await c.post(f"{q}/api/b/v2/segments/count", json=body, headers=h)).json() == {"count": 1}
         assert (await c.post(f"{q}/api/b/v2/segments/devices", json=body, headers=h)).json() == \
@@ -51,6 +55,14 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         export = (await c.post(f"{q}/api/b/v2/segments/export", json={}, headers=h)).text.splitlines()
         assert sorted(json.loads(x)["install_id"] for x in export) == ["dev-1", "dev-2", "dev-3"]
 
+        # The processor put the device on the partition the lookup computes first (murmur2 of the key).
+        redis = async_redis(stack.env["REDIS_URL"])
+        try:
+            for install in ("dev-1", "dev-2", "dev-3"):
+                home = PartitionKeys(stack.env["PBSEG_KEY_PREFIX"], partition_of(acct, install, 4))
+                assert await redis.exists(home.device(acct, install)) == 1, install
+        finally:
+            await redis.aclose()
         device = (await c.get(f"{q}/api/b/v2/devices/dev-1", headers=h)).json()
         assert device["deposit_count"] == 2
         assert {e["code"]: e["occurrences"] for e in device["events"]} == {"install": 1, "reg": 1, "dep": 2, "dep_2": 1, "promo": 1}
@@ -66,14 +78,15 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
 
         async def refused():
             return (await send("dev-9", "promo")).status_code == 422
-        assert await poll(refused)
+        assert await poll(refused), "the deactivation never reached the ingress"
         assert (await send("dev-9", "reg", with_key=False)).status_code == 403
 
         async def listed():
             rows = (await c.get(f"{q}/api/b/v2/postbacks/rejected", headers=h)).json()["rejected"]
             return {r["reason"] for r in rows} >= {"event_inactive", "missing_key"} and rows
         rows = await poll(listed)
-        assert rows and all(r["account_id"] == acct for r in rows)
+        assert rows, "rejected postbacks never reached the query service"
+        assert all(r["account_id"] == acct for r in rows)
 
         # Revoked keys stop working.
         extra = json.loads(stack.pbseg("accounts", "add-key", "--account", str(acct)))
