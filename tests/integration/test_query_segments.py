@@ -242,3 +242,15 @@ async def test_operations_endpoints(query, path):
         await query.call(None, "GET", "/healthz")
         assert 'query_http_requests_total{method="GET",route="/healthz",status="200"}' in \
             (await query.call(None, "GET", path)).text
+
+
+async def test_readyz_is_503_when_redis_is_away(key_prefix):
+    """Not ready (503, JSON error) while Redis does not answer; /healthz still answers."""
+    from query_fixtures import make_settings
+    from services.query.main import create_app
+
+    app = create_app(make_settings(key_prefix, "redis://127.0.0.1:1/0"))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q") as client:
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["error"] == "not_ready"
+        assert (await client.get("/healthz")).status_code == 200
