@@ -97,6 +97,9 @@ class AiokafkaRecordProducer:
         )
 
     async def stop(self) -> None:
+        pending = [*self._background, *self._senders.values()]
+        if pending:  # let batches already taken finish (bounded), then give up on the rest
+            await asyncio.wait(pending, timeout=5.0)
         for task in [*self._background, *self._senders.values()]:
             task.cancel()
         if self._producer is not None:

@@ -93,10 +93,14 @@ class ConfluentRecordProducer:
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
+        """Wait (at most 5 s) until librdkafka has nothing left to send, then stop polling.
+        Not `flush()` in a thread: delivery reports must resolve futures on the loop's thread."""
+        if self._producer is not None and self._poll_task is not None:
+            deadline = time.monotonic() + 5.0
+            while len(self._producer) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)  # the poll task serves the delivery reports meanwhile
         if self._poll_task:
             self._poll_task.cancel()
-        if self._producer is not None:
-            await asyncio.to_thread(self._producer.flush, 5.0)
 
     async def deliver(self, topic: str, key: bytes, value: bytes, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
