@@ -61,7 +61,7 @@ async def _run(args) -> int:
             api_key = await store.add_api_key(args.account, now)
             out = {"account_id": args.account, "key_id": key_id_of(api_key), "api_key": api_key}
         elif cmd == "keys":
-            await store._require_account(args.account)
+            await store.require_account(args.account)
             out = [{"key_id": k.key_id, "created_at": k.created_at} for k in await store.api_keys(args.account)]
         elif cmd == "revoke-key":
             await store.revoke_api_key(args.account, args.key_id)

@@ -152,7 +152,7 @@ class CatalogStore:
                         "key_ids": sorted(keys_by_account.get(account_id, []))})
         return out
 
-    async def _require_account(self, account_id: int) -> dict:
+    async def require_account(self, account_id: int) -> dict:
         account = await self.get_account(account_id)
         if account is None:
             raise CatalogError("unknown_account", f"account {account_id} does not exist")
@@ -160,7 +160,7 @@ class CatalogStore:
 
     async def add_api_key(self, account_id: int, now_ms: int) -> str:
         """A new key for an existing account; returns the key (shown once, stored hashed)."""
-        await self._require_account(account_id)
+        await self.require_account(account_id)
         api_key = new_api_key()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.api_keys, hash_api_key(api_key),

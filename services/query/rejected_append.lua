@@ -2,7 +2,7 @@
 -- atomically with that partition's applied-offset watermark (redelivery changes nothing).
 -- KEYS[1] = applied-offset key; ARGV[1] = hash tag of the lists, ARGV[2] = records kept per
 -- account, ARGV[3] = list time-to-live in ms (refreshed on every append),
--- ARGV[4..] = pairs (offset, account id, record JSON) - triples.
+-- ARGV[4..] = triples (offset, account id, record JSON).
 -- Returns the number of records appended.
 local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local keep, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
