@@ -54,6 +54,24 @@ async def _partitions(consumer, topic):
     return consumer._client.cluster.partitions_for_topic(topic) or set()  # noqa: SLF001
 
 
+async def cleanup(redis_url: str, prefix: str, bootstrap: str, topics: list[str]) -> None:
+    """Remove what `setup` and the run created: the prefix's keys and the run's topics."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    redis = async_redis(redis_url)
+    async for key in redis.scan_iter(match="{" + prefix + ":*", count=1000):
+        await redis.delete(key)
+    await redis.aclose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(topics)
+    except Exception as exc:  # noqa: BLE001 - leftovers are harmless; say so and go on
+        print(f"could not delete topics {topics}: {exc}", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
 def accepted(url: str) -> None:
     text = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
     total = 0.0
@@ -104,6 +122,8 @@ if __name__ == "__main__":
         asyncio.run(setup(args[0], args[1], args[2], args[3:]))
     elif cmd == "count":
         asyncio.run(count(args[0], args[1]))
+    elif cmd == "cleanup":
+        asyncio.run(cleanup(args[0], args[1], args[2], args[3:]))
     elif cmd == "accepted":
         accepted(args[0])
     elif cmd == "cpu":

@@ -115,6 +115,7 @@ for cfg in $CONFIGS; do
   kill -TERM -- "-$pid" 2>/dev/null || true
   for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   on_topic=$("$PY" bench/ingress/helper.py count "$KAFKA_BOOTSTRAP_SERVERS" "$topic")
+  "$PY" bench/ingress/helper.py cleanup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected" || true
   ok2xx=$(( w_req - w_non + req - non ))
   accepted_rps=$(( (req - non) / DURATION ))
   verdict=OK; [ "$on_topic" -ge "$ok2xx" ] || { verdict="MISSING $(( ok2xx - on_topic ))"; FAILED=1; }
