@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
-
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -48,8 +46,7 @@ class PostbackPipeline:
     restart resumes from the watermark."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: DeviceStateStore,
-                 clock: Clock, topic: str, rejected_topic: str, max_batch: int,
-                 on_progress: Callable[[int], None] | None = None):
+                 clock: Clock, topic: str, rejected_topic: str, max_batch: int):
         self.consumer = consumer
         self.producer = producer
         self.store = store
@@ -59,7 +56,6 @@ class PostbackPipeline:
         self.max_batch = max_batch
         self.owned_partitions: set[int] = set()
         self.ready = asyncio.Event()
-        self.on_progress = on_progress
         self._rate = metrics.RateWindow()
         self._last_commit = 0.0
         self._last_report = time.monotonic()
@@ -127,8 +123,6 @@ class PostbackPipeline:
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EVENTS_PER_SECOND.set(self._rate.add(applied))
         self._since_report += applied
-        if self.on_progress:
-            self.on_progress(sum(b.size for b in batches))
         return applied
 
     async def _publish_rejections(self, batches: list[PartitionBatch], now: int) -> None:
