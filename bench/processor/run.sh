@@ -8,10 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=$PWD/.venv/bin/python
 [ -x "$PY" ] || make setup
-if ! command -v redis-server >/dev/null; then
-  [ "$(id -u)" = 0 ] || { echo "bench/processor needs redis-server: apt-get install -y redis-server" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
-fi
+need() {  # need <command> <debian package>
+  command -v "$1" >/dev/null && return 0
+  [ "$(id -u)" = 0 ] || { echo "bench/processor needs $1: apt-get install -y $2" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+}
+need redis-server redis-server
+need wrk wrk  # the latency runs' background load (the probes come from bench.py)
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 # Kafka: reuse the running one (make up), else start it and stop it afterwards.
 STARTED=$("$PY" -c "
