@@ -1,6 +1,7 @@
-"""The ingress ASGI app: GET/POST /api/postback/ -> one record on the postbacks topic.
+"""The ingress app: GET/POST /api/postback/ -> one record on the postbacks topic.
 
-A raw ASGI callable (no framework): the hot path is parse -> rate limit -> produce ->
+Served over granian's RSGI interface (`__rsgi__`, production) or ASGI (`__call__`, for
+uvicorn), both thin adapters around `handle()`. No framework: the hot path is parse -> rate limit -> produce ->
 reply, a few dict lookups around the pure `parse_postback`. Replies are JSON; every 4xx is
 `{"error", "message"}`, counted in metrics and written to the rejected-postbacks topic.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from time import perf_counter
 
 import orjson
 import structlog
@@ -26,19 +28,44 @@ from services.ingress.settings import IngressSettings
 
 log = structlog.get_logger("ingress")
 
-_JSON = (b"content-type", b"application/json")
+_JSON = [("content-type", "application/json")]
+_RETRY_1 = [("content-type", "application/json"), ("retry-after", "1")]
 _POSTBACK_PATHS = frozenset({"/api/postback/", "/api/postback"})
 _USAGE = "use GET or POST /api/postback/?id=<install id>&status=<event code>_<account id>"
 
+# A reply: status, headers (str pairs, content-type first), body. Both server interfaces
+# (RSGI, what granian runs in production, and ASGI for uvicorn) send the same replies.
+Reply = tuple[int, list[tuple[str, str]], bytes]
 
-async def _reply(send, status: int, body: bytes, headers: list | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [_JSON, *headers] if headers else [_JSON]})
-    await send({"type": "http.response.body", "body": body})
+
+def _json_reply(status: int, body: bytes, extra: list[tuple[str, str]] | None = None) -> Reply:
+    return status, [*_JSON, *extra] if extra else _JSON, body
 
 
 def _error_body(error: str, message: str) -> bytes:
     return orjson.dumps({"error": error, "message": message})
+
+
+def body_limit_check(content_length: str | bytes | None, chunked: bool, limit: int) -> RejectedPostback | bool:
+    """From the request headers: a rejection, or whether a body follows."""
+    if content_length is not None:
+        try:
+            length = int(content_length)
+        except ValueError:
+            return RejectedPostback(400, "invalid_content_length", "Content-Length must be a number")
+        if length > limit:
+            return RejectedPostback(413, "body_too_large", f"the body is {length} bytes; at most {limit} are read (the body is ignored: put the parameters in the URL)")
+        if length > 0:
+            return True
+    return chunked
+
+
+def _too_large(limit: int) -> RejectedPostback:
+    return RejectedPostback(413, "body_too_large", f"the body exceeds {limit} bytes (it is ignored: put the parameters in the URL)")
+
+
+def _incomplete() -> RejectedPostback:
+    return RejectedPostback(400, "body_incomplete", "the connection closed before the body ended")
 
 
 class _Throttled:
@@ -71,118 +98,169 @@ class IngressApp:
         self._dropped_warning = _Throttled("rejected_record_dropped")
 
     # ------------------------------------------------------------------ routing
-    async def __call__(self, scope, receive, send):
-        kind = scope["type"]
-        if kind == "http":
-            path = scope["path"]
-            if path in _POSTBACK_PATHS:
-                return await self._postback(scope, receive, send)
-            if path == "/healthz":
-                return await _reply(send, 200, b'{"status":"ok"}')
-            if path == "/readyz":
-                return await self._readyz(send)
-            if path == "/metrics":
-                return await self._metrics(send)
-            self.metrics.count("rejected", "not_found")
-            return await _reply(send, 404, _error_body("not_found", f"no such path {path[:100]!r}; {_USAGE}"))
-        if kind == "lifespan":
-            return await self._lifespan(receive, send)
+    async def handle(self, method: str, path: str, query: str, read_body) -> Reply:
+        """One request, whatever the server interface. `query` is the raw query string
+        (bytes as latin-1); `read_body()` drains the body within the limits and returns a
+        RejectedPostback or None (only POSTs to the postback path call it)."""
+        if path in _POSTBACK_PATHS:
+            metrics = self.metrics
+            metrics.in_flight += 1
+            try:
+                return await self._postback(method, query, read_body)
+            finally:
+                metrics.in_flight -= 1
+        if path == "/healthz":
+            return _json_reply(200, b'{"status":"ok"}')
+        if path == "/readyz":
+            return self._readyz()
+        if path == "/metrics":
+            return 200, [("content-type", CONTENT_TYPE_LATEST)], generate_latest(self.metrics.registry)
+        self.metrics.count("rejected", "not_found")
+        return _json_reply(404, _error_body("not_found", f"no such path {path[:100]!r}; {_USAGE}"))
 
-    async def _readyz(self, send):
+    def _readyz(self) -> Reply:
         loaded = self.catalog.loaded
         ready = loaded and self.kafka_ok
         body = orjson.dumps({"ready": ready, "kafka": self.kafka_ok, "catalog_loaded": loaded,
                              "catalog_version": self.catalog.version})
-        await _reply(send, 200 if ready else 503, body)
+        return _json_reply(200 if ready else 503, body)
 
-    async def _metrics(self, send):
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", CONTENT_TYPE_LATEST.encode())]})
-        await send({"type": "http.response.body", "body": generate_latest(self.metrics.registry)})
+    # ------------------------------------------------------------------ RSGI (granian, production)
+    async def __rsgi__(self, scope, protocol) -> None:
+        if scope.proto != "http":
+            return
+        method = scope.method
+        if method == "POST":
+            async def read_body():
+                return await self._read_rsgi_body(scope, protocol)
+        else:
+            read_body = None
+        status, headers, body = await self.handle(method, scope.path, scope.query_string, read_body)
+        protocol.response_bytes(status, headers, body)
 
-    # ------------------------------------------------------------------ postbacks
-    async def _postback(self, scope, receive, send):
-        metrics = self.metrics
-        metrics.in_flight.inc()
-        try:
-            query = scope["query_string"].decode("latin-1")
-            method = scope["method"]
-            if method != "GET":
-                if method != "POST":
-                    rejection = RejectedPostback(405, "method_not_allowed", f"{method[:16]} is not supported; {_USAGE}")
-                    return await self._reject(send, rejection, query, [(b"allow", b"GET, POST")])
-                # The body is not used (PushExpress senders put the parameters in the URL),
-                # but it is read within limits so a huge or slow one cannot tie us up.
-                rejection = await self._drain_body(scope, receive)
-                if rejection is not None:
-                    return await self._reject(send, rejection, query)
-            snapshot = self.catalog.snapshot
-            if snapshot is None:
-                metrics.count("unavailable", "not_ready")
-                return await _reply(send, 503, _error_body("not_ready", "the catalog is not loaded yet; retry shortly"),
-                                    [(b"retry-after", b"1")])
-            now = self.clock.now_ms()
-            parsed = parse_postback(query, snapshot, now, self.rules)
-            if type(parsed) is RejectedPostback:
-                return await self._reject(send, parsed, query)
-            if self.rate_limit.enabled:
-                wait_s = self.rate_limit.admit(parsed.account_id, now)
-                if wait_s:
-                    rejection = RejectedPostback(
-                        429, "rate_limited",
-                        f"account {parsed.account_id} sends more than {self.settings.rate_limit_per_s:g} postbacks/s; retry after {wait_s} s",
-                        parsed.account_id)
-                    return await self._reject(send, rejection, query, [(b"retry-after", str(wait_s).encode())])
-            event_id = new_event_id(now)
-            started = time.perf_counter()
-            try:
-                await self.producer.deliver(self.settings.topic_postbacks, postback_key(parsed.account_id, parsed.install_id),
-                                            postback_value(parsed, event_id, now), self.settings.produce_timeout_s)
-            except ProduceFailed as exc:
-                self.kafka_ok = False
-                metrics.count("unavailable", "kafka_unavailable")
-                self._kafka_warning.warn(error=str(exc))
-                return await _reply(send, 503, _error_body(
-                    "kafka_unavailable", "the postback could not be stored right now and was NOT accepted; retry later (send `tid` to make retries safe)"),
-                    [(b"retry-after", b"1")])
-            metrics.produce_seconds.observe(time.perf_counter() - started)
-            metrics.accepted.inc()
-            await _reply(send, 200, b'{"status":"accepted","event_id":"' + event_id.encode() + b'"}')
-        finally:
-            metrics.in_flight.dec()
-
-    async def _drain_body(self, scope, receive) -> RejectedPostback | None:
+    async def _read_rsgi_body(self, scope, protocol) -> RejectedPostback | None:
         limit = self.settings.max_body_bytes
-        has_body = False
+        headers = scope.headers
+        content_length = headers.get("content-length")
+        checked = body_limit_check(content_length, "transfer-encoding" in headers, limit)
+        if checked is not True:
+            return checked or None
+        received = 0
+        try:
+            async with asyncio.timeout(self.settings.body_read_timeout_s):
+                async for chunk in protocol:
+                    received += len(chunk)
+                    if received > limit:
+                        return _too_large(limit)
+        except TimeoutError:
+            return RejectedPostback(408, "body_timeout", f"the body did not arrive within {self.settings.body_read_timeout_s:g} s")
+        except Exception:  # noqa: BLE001 - granian's ProtocolClosed/ProtocolError: the client went away
+            return _incomplete()
+        if content_length is not None and received < int(content_length):
+            return _incomplete()
+        return None
+
+    def __rsgi_init__(self, loop) -> None:
+        """granian calls this in each worker before serving, the loop not yet running."""
+        try:
+            loop.run_until_complete(self.startup())
+        except Exception as exc:  # noqa: BLE001 - say what is missing, then stop the worker
+            log.error("ingress_startup_failed", error=str(exc))
+            raise SystemExit(1) from exc
+
+    def __rsgi_del__(self, loop) -> None:
+        loop.run_until_complete(self.shutdown())
+
+    # ------------------------------------------------------------------ ASGI (uvicorn)
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            method = scope["method"]
+            if method == "POST":
+                async def read_body():
+                    return await self._read_asgi_body(scope, receive)
+            else:
+                read_body = None
+            status, headers, body = await self.handle(method, scope["path"], scope["query_string"].decode("latin-1"), read_body)
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(k.encode(), v.encode()) for k, v in headers]})
+            await send({"type": "http.response.body", "body": body})
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _read_asgi_body(self, scope, receive) -> RejectedPostback | None:
+        limit = self.settings.max_body_bytes
+        content_length, chunked = None, False
         for name, value in scope["headers"]:
             if name == b"content-length":
-                try:
-                    length = int(value)
-                except ValueError:
-                    return RejectedPostback(400, "invalid_content_length", "Content-Length must be a number")
-                if length > limit:
-                    return RejectedPostback(413, "body_too_large", f"the body is {length} bytes; at most {limit} are read (the body is ignored: put the parameters in the URL)")
-                has_body = has_body or length > 0
+                checked = body_limit_check(value, False, limit)
+                if type(checked) is RejectedPostback:
+                    return checked
+                content_length = value
             elif name == b"transfer-encoding":
-                has_body = True
-        if not has_body:
-            return None
+                chunked = True
+        checked = body_limit_check(content_length, chunked, limit)
+        if checked is not True:
+            return checked or None
         received = 0
         try:
             async with asyncio.timeout(self.settings.body_read_timeout_s):
                 while True:
                     message = await receive()
                     if message["type"] != "http.request":
-                        return RejectedPostback(400, "body_incomplete", "the connection closed before the body ended")
+                        return _incomplete()
                     received += len(message.get("body", b""))
                     if received > limit:
-                        return RejectedPostback(413, "body_too_large", f"the body exceeds {limit} bytes (it is ignored: put the parameters in the URL)")
+                        return _too_large(limit)
                     if not message.get("more_body", False):
                         return None
         except TimeoutError:
             return RejectedPostback(408, "body_timeout", f"the body did not arrive within {self.settings.body_read_timeout_s:g} s")
 
-    async def _reject(self, send, rejection: RejectedPostback, query: str, headers: list | None = None) -> None:
+    # ------------------------------------------------------------------ postbacks
+    async def _postback(self, method: str, query: str, read_body) -> Reply:
+        if method != "GET":
+            if method != "POST":
+                rejection = RejectedPostback(405, "method_not_allowed", f"{method[:16]} is not supported; {_USAGE}")
+                return self._reject(rejection, query, [("allow", "GET, POST")])
+            # The body is not used (PushExpress senders put the parameters in the URL),
+            # but it is read within limits so a huge or slow one cannot tie us up.
+            rejection = await read_body()
+            if rejection is not None:
+                return self._reject(rejection, query)
+        snapshot = self.catalog.snapshot
+        if snapshot is None:
+            self.metrics.count("unavailable", "not_ready")
+            return 503, _RETRY_1, _error_body("not_ready", "the catalog is not loaded yet; retry shortly")
+        now = self.clock.now_ms()
+        parsed = parse_postback(query, snapshot, now, self.rules)
+        if type(parsed) is RejectedPostback:
+            return self._reject(parsed, query)
+        if self.rate_limit.enabled:
+            wait_s = self.rate_limit.admit(parsed.account_id, now)
+            if wait_s:
+                rejection = RejectedPostback(
+                    429, "rate_limited",
+                    f"account {parsed.account_id} sends more than {self.settings.rate_limit_per_s:g} postbacks/s; retry after {wait_s} s",
+                    parsed.account_id)
+                return self._reject(rejection, query, [("retry-after", str(wait_s))])
+        event_id = new_event_id(now)
+        started = perf_counter()
+        try:
+            await self.producer.deliver(self.settings.topic_postbacks, postback_key(parsed.account_id, parsed.install_id),
+                                        postback_value(parsed, event_id, now), self.settings.produce_timeout_s)
+        except ProduceFailed as exc:
+            self.kafka_ok = False
+            self.metrics.count("unavailable", "kafka_unavailable")
+            self._kafka_warning.warn(error=str(exc))
+            return 503, _RETRY_1, _error_body(
+                "kafka_unavailable", "the postback could not be stored right now and was NOT accepted; retry later (send `tid` to make retries safe)")
+        metrics = self.metrics
+        metrics.produce_seconds.observe(perf_counter() - started)
+        metrics.accepted_count += 1
+        return 200, _JSON, b'{"status":"accepted","event_id":"' + event_id.encode() + b'"}'
+
+    def _reject(self, rejection: RejectedPostback, query: str, headers: list | None = None) -> Reply:
         self.metrics.count("rejected", rejection.error)
         value = rejected_value(rejection, query, self.clock.now_ms())
         if self.producer.deliver_in_background(self.settings.topic_rejected, rejected_key(rejection.account_id), value,
@@ -192,7 +270,7 @@ class IngressApp:
             self.metrics.rejected_writes.labels("dropped").inc()
             self._dropped_warning.warn(reason=rejection.error)
         log.debug("postback_rejected", status=rejection.status, reason=rejection.error, account_id=rejection.account_id)
-        await _reply(send, rejection.status, _error_body(rejection.error, rejection.message), headers)
+        return _json_reply(rejection.status, _error_body(rejection.error, rejection.message), headers)
 
     # ------------------------------------------------------------------ lifecycle
     async def _probe_kafka(self) -> None:

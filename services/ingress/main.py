@@ -23,7 +23,8 @@ def build_producer(settings: IngressSettings, metrics: IngressMetrics) -> Record
     if settings.kafka_client == "confluent":
         from services.ingress.producer_confluent import ConfluentRecordProducer
 
-        return ConfluentRecordProducer(**common, delivery_timeout_s=settings.produce_timeout_s)
+        return ConfluentRecordProducer(**common, delivery_timeout_s=settings.produce_timeout_s,
+                                       probe_topic=settings.topic_postbacks)
     return AiokafkaRecordProducer(**common)
 
 

@@ -1,4 +1,4 @@
-"""The ASGI app with a fake producer: replies, limits, rejected records, 503 and 429."""
+"""The app over RSGI and ASGI with a fake producer: replies, limits, rejected records, 503 and 429."""
 
 from __future__ import annotations
 
@@ -56,7 +56,21 @@ def make_app(**overrides) -> tuple[IngressApp, FakeProducer]:
     return app, producer
 
 
+INTERFACE = "asgi"
+
+
+@pytest.fixture(autouse=True, params=["asgi", "rsgi"])
+def interface(request):
+    """Every test runs through both server interfaces: RSGI (granian, production) and ASGI (uvicorn)."""
+    global INTERFACE
+    INTERFACE = request.param
+    yield request.param
+    INTERFACE = "asgi"
+
+
 async def call(app, path="/api/postback/", query=b"", method="GET", headers=(), body_chunks=(b"",), slow=False):
+    if INTERFACE == "rsgi":
+        return await call_rsgi(app, path, query, method, headers, body_chunks, slow)
     chunks = list(body_chunks)
     sent = []
 
@@ -77,6 +91,51 @@ async def call(app, path="/api/postback/", query=b"", method="GET", headers=(), 
     start, body = sent[0], sent[1]
     assert start["type"] == "http.response.start" and body["type"] == "http.response.body"
     return start["status"], dict(start["headers"]), body["body"]
+
+
+class RsgiScope:
+    """What granian hands an RSGI app: attributes, str query string, str headers."""
+
+    proto = "http"
+
+    def __init__(self, method, path, query: bytes, headers):
+        self.method, self.path, self.query_string = method, path, query.decode("latin-1")
+        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
+
+
+class RsgiProtocol:
+    def __init__(self, chunks, slow):
+        self.chunks, self.slow, self.replies = list(chunks), slow, []
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.slow:
+            import asyncio
+            await asyncio.sleep(10)
+        if not self.chunks:
+            raise StopAsyncIteration
+        return self.chunks.pop(0)
+
+    def response_bytes(self, status, headers, body):
+        assert all(type(k) is str and type(v) is str for k, v in headers) and type(body) is bytes
+        self.replies.append((status, headers, body))
+
+
+async def call_rsgi(app, path, query, method, headers, body_chunks, slow):
+    protocol = RsgiProtocol(body_chunks, slow)
+    await app.__rsgi__(RsgiScope(method, path, query, headers), protocol)
+    [(status, reply_headers, body)] = protocol.replies  # exactly one reply
+    return status, {k.encode(): v.encode() for k, v in reply_headers}, body
+
+
+async def test_rsgi_body_shorter_than_its_content_length_is_incomplete():
+    app, producer = make_app()
+    protocol = RsgiProtocol([b"abc"], slow=False)
+    await app.__rsgi__(RsgiScope("POST", "/api/postback/", b"id=d&status=reg_42", [(b"content-length", b"10")]), protocol)
+    [(status, _, body)] = protocol.replies
+    assert (status, orjson.loads(body)["error"]) == (400, "body_incomplete") and producer.delivered == []
 
 
 async def test_accepted_postback_is_delivered_with_key_and_schema():
@@ -200,3 +259,17 @@ async def test_garbage_never_escapes_and_gets_4xx_json(query, method, path):
     else:
         assert 400 <= status < 500 and set(reply) == {"error", "message"}
         assert producer.delivered == []
+
+
+async def test_metrics_count_accepted_postbacks_latency_and_in_flight():
+    app, producer = make_app()
+    for _ in range(3):
+        assert (await call(app, query=b"id=d&status=reg_42"))[0] == 200
+    assert (await call(app, query=b"id=d&status=nope_42"))[0] == 404
+    metrics = (await call(app, path="/metrics"))[2].decode()
+    assert 'pbseg_ingress_requests_total{outcome="accepted",reason="accepted"} 3.0' in metrics
+    assert 'pbseg_ingress_requests_total{outcome="rejected",reason="unknown_event"} 1.0' in metrics
+    assert 'pbseg_ingress_produce_seconds_bucket{le="0.001"} 3.0' in metrics  # the fake acknowledges at once
+    assert 'pbseg_ingress_produce_seconds_bucket{le="+Inf"} 3.0' in metrics
+    assert "pbseg_ingress_produce_seconds_count 3.0" in metrics
+    assert "pbseg_ingress_in_flight 0.0" in metrics

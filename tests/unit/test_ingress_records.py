@@ -58,3 +58,13 @@ def test_partitioning_matches_the_default_kafka_partitioner():
     for i in range(500):
         key = f"{i % 37}:dev-{i}".encode()
         assert partition_for(key, 8) == DefaultPartitioner()(key, partitions, partitions)
+
+
+def test_latency_histogram_buckets_are_cumulative_with_le_bounds():
+    from services.ingress.metrics import LatencyHistogram
+
+    h = LatencyHistogram((0.001, 0.01))
+    for v in (0.0005, 0.001, 0.002, 0.5):
+        h.observe(v)
+    assert h.cumulative() == [("0.001", 2), ("0.01", 3), ("+Inf", 4)]
+    assert h.total == 0.5035
