@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pytest
 from aiokafka import AIOKafkaProducer
 
 from services.common.keys import PartitionKeys, parse_event_value
@@ -91,13 +92,28 @@ class Worker:
         self.proc.wait(timeout=30)
 
 
+async def owned_partitions(port: str) -> int:
+    """The worker's pbseg_processor_assigned_partitions; 0 when it does not answer (yet)."""
+    try:
+        async with httpx.AsyncClient(timeout=0.5) as web:
+            text = (await web.get(f"http://127.0.0.1:{port}/metrics")).text
+    except httpx.HTTPError:
+        return 0
+    line = next((x for x in text.splitlines() if x.startswith("pbseg_processor_assigned_partitions ")), "x 0")
+    return int(float(line.split()[1]))
+
+
 async def applied(redis, prefix: str, topic: str) -> int:
     values = await redis.mget([PartitionKeys(prefix, p).applied_offset(topic) for p in range(PARTITIONS)])
     return sum(int(v) + 1 for v in values if v is not None)
 
 
-async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_client, key_prefix, topic_factory, tmp_path):
-    """Redis and device-events.v1 equal the ground truth after 4 SIGKILLs at random moments."""
+@pytest.mark.parametrize("second_worker", [False, True], ids=["one-worker", "two-workers"])
+async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env, infra, redis_client, key_prefix,
+                                                      topic_factory, tmp_path):
+    """Redis and device-events.v1 equal the ground truth after 4 SIGKILLs at random moments;
+    with a second worker in the group, partitions (and their outboxes) also move between the
+    two on every kill and restart."""
     env = dict(service_env)
     topic = await topic_factory("postbacks", PARTITIONS)
     env.update({"PBSEG_TOPIC_POSTBACKS": topic, "PBSEG_TOPIC_REJECTED": await topic_factory("rejected", 2),
@@ -114,7 +130,13 @@ async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_
     await producer.start()
     waves = [items[len(items) * i // (KILLS + 1):len(items) * (i + 1) // (KILLS + 1)] for i in range(KILLS + 1)]
     worker = Worker(env, tmp_path / "worker.log")
-    kills_mid_work = 0
+    # A second worker in the same group stays up throughout: every kill and restart of the
+    # first moves partitions between the two (rebalances, handovers of outboxes).
+    steady = Worker(dict(env, PROCESSOR_WEB_PORT=str(free_port()), PROCESSOR_DATADIR=str(tmp_path / "faust2")),
+                    tmp_path / "steady.log")
+    if second_worker:
+        steady.start()
+    kills_mid_work = kills_owning = 0
     produced = 0
     try:
         for cycle in range(KILLS):
@@ -133,6 +155,7 @@ async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
             else:
                 await asyncio.sleep(max(0.0, started + rng.uniform(1.0, 8.0) - time.monotonic()))
+            kills_owning += await owned_partitions(env["PROCESSOR_WEB_PORT"]) > 0
             worker.kill()
             await producing
             kills_mid_work += await applied(redis_client, key_prefix, topic) < produced
@@ -146,15 +169,26 @@ async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_
                 break
             await asyncio.sleep(0.2)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PROCESSOR_WEB_PORT']}", timeout=5) as web:
+            for _ in range(300):  # with a second worker all may be applied before this one joined
+                if (await web.get("/readyz")).status_code == 200:
+                    break
+                await asyncio.sleep(0.1)
             assert (await web.get("/readyz")).status_code == 200
             assert (await web.get("/healthz")).status_code == 200
             metrics_text = (await web.get("/metrics")).text
         worker.kill(signal.SIGTERM)
+        if second_worker:
+            assert steady.proc.poll() is None, "the second worker must have survived the rebalances"
+            steady.kill(signal.SIGTERM)
     finally:
         await producer.stop()
-        if worker.proc and worker.proc.poll() is None:
-            worker.kill()
-    assert kills_mid_work >= 2, "the kills must interrupt work in progress"
+        for w in (worker, steady):
+            if w.proc and w.proc.poll() is None:
+                w.kill()
+    if second_worker:  # the second worker keeps up, so "work in progress" is judged by ownership
+        assert kills_owning >= 2, "the killed worker must have owned partitions"
+    else:
+        assert kills_mid_work >= 2, "the kills must interrupt work in progress"
     assert await applied(redis_client, key_prefix, topic) == total
     assert "pbseg_processor_lag{partition=" in metrics_text and "pbseg_processor_batch_size_bucket" in metrics_text
 
@@ -210,7 +244,8 @@ async def test_state_is_exact_after_repeated_sigkills(service_env, infra, redis_
                 record["account_id"], record["occurred_at"]) == \
             (want.event, want.deposit_ordinal, want.first_occurrence, want.install_id, want.account_id, want.occurred_at)
     print(f"{total} records, {len(ref.devices)} devices, {ref.duplicate_tids} duplicate tids, "
-          f"{len(published)} device-event records for {len(by_id)} occurrences, {kills_mid_work} kills mid-work")
+          f"{len(published)} device-event records for {len(by_id)} occurrences, {kills_mid_work} kills mid-work, "
+          f"{kills_owning} kills while owning partitions")
 
     # Every bad record reached the rejected topic (a crash may repeat one, never lose one).
     rejected = await read_all(infra.kafka, env["PBSEG_TOPIC_REJECTED"])
