@@ -1,12 +1,17 @@
 """`RecordProducer` on confluent-kafka (librdkafka): batching, compression of requests and
 retries run in librdkafka's C threads, so a postback costs the event loop one `produce()`
-call and one future. Delivery reports are served by `poll(0)` from a task on the loop
-every `poll_interval_s`, which resolves the waiting futures in the loop's own thread.
+call and one future.
+
+Delivery reports are served by a thread blocked in `poll()`: it wakes as soon as reports
+arrive (no timer granularity, no polling while idle), collects them in a list and hands the
+whole list to the loop with ONE `call_soon_threadsafe`, where the futures are resolved (so
+they are only ever touched on the loop's thread). Measured against `poll(0)` from a task
+every 1 ms: docs/architecture.md ("Ingress").
 
 Deadlines cost no timer per request: every request has the same timeout, so their futures
-sit in a FIFO the poll task expires from the front (a 503 comes at most one poll interval
-early, never late). librdkafka's own `message.timeout.ms` is the same bound, so a record
-whose request got a 503 is not retried by the client afterwards (it may still have
+sit in a FIFO a task on the loop expires from the front every `sweep_s` (a 503 comes at most
+`sweep_s` early, never late). librdkafka's own `message.timeout.ms` is the same bound, so a
+record whose request got a 503 is not retried by the client afterwards (it may still have
 reached the broker if it was on the wire).
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import threading
 import time
 
 import structlog
@@ -25,7 +31,7 @@ from services.ingress.producer import ProduceFailed
 log = structlog.get_logger("ingress.producer")
 
 
-def _ack(fut: asyncio.Future, err, _msg) -> None:
+def _resolve(fut: asyncio.Future, err) -> None:
     if fut.done():  # the request already gave up (503); the record was not acknowledged to it
         return
     if err is None:
@@ -38,7 +44,7 @@ class ConfluentRecordProducer:
     """acks=all + enable.idempotence: librdkafka's retries cannot duplicate or reorder."""
 
     def __init__(self, bootstrap: str, linger_ms: int, max_batch_bytes: int, max_background: int,
-                 on_background_failure=None, poll_interval_s: float = 0.001, delivery_timeout_s: float = 2.0,
+                 on_background_failure=None, sweep_s: float = 0.01, delivery_timeout_s: float = 2.0,
                  probe_topic: str | None = None):
         self.bootstrap = bootstrap
         # /readyz's probe asks for this topic's metadata only: all topics' metadata costs
@@ -57,8 +63,14 @@ class ConfluentRecordProducer:
         self._last_error_log = 0.0
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         self._producer: Producer | None = None
-        self._poll_interval_s = poll_interval_s
-        self._poll_task: asyncio.Task | None = None
+        self._sweep_s = sweep_s
+        self._sweep_task: asyncio.Task | None = None
+        self._poll_thread: threading.Thread | None = None
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Delivery reports collected by the poll thread: (future, error); future None = a
+        # background record. Only the poll thread appends (inside poll()) and swaps it.
+        self._reports: list = []
         self._max_background = max_background
         self._background = 0
         self._on_background_failure = on_background_failure or (lambda reason: None)
@@ -68,7 +80,10 @@ class ConfluentRecordProducer:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if await self.reachable(min(2.0, max(0.1, deadline - time.monotonic()))):
-                self._poll_task = asyncio.create_task(self._poll())
+                self._loop = asyncio.get_running_loop()
+                self._sweep_task = asyncio.create_task(self._sweep())
+                self._poll_thread = threading.Thread(target=self._poll, name="kafka-delivery", daemon=True)
+                self._poll_thread.start()
                 return
             log.warning("kafka_not_reachable", bootstrap=self.bootstrap)
             await asyncio.sleep(0.5)
@@ -84,36 +99,63 @@ class ConfluentRecordProducer:
             self._last_error_log = now
             log.warning("kafka_client_error", error=str(err), bootstrap=self.bootstrap)
 
-    async def _poll(self) -> None:
-        producer, interval, deadlines = self._producer, self._poll_interval_s, self._deadlines
+    def _poll(self) -> None:
+        """The poll thread: serve delivery reports, hand each batch of them to the loop."""
+        producer, loop = self._producer, self._loop
+        while not self._stopping:
+            producer.poll(0.1)  # returns as soon as reports were served (GIL released while waiting)
+            if self._reports:
+                reports, self._reports = self._reports, []
+                try:
+                    loop.call_soon_threadsafe(self._resolve_all, reports)
+                except RuntimeError:  # the loop is closed: nobody waits any more
+                    return
+
+    def _resolve_all(self, reports: list) -> None:
+        for fut, err in reports:
+            if fut is not None:
+                _resolve(fut, err)
+            else:
+                self._background -= 1
+                if err is not None:
+                    self._on_background_failure(str(err.name()))
+                    log.warning("background_produce_failed", error=str(err))
+
+    async def _sweep(self) -> None:
+        deadlines, interval = self._deadlines, self._sweep_s
         loop = asyncio.get_running_loop()
         while True:
-            producer.poll(0)
             now = loop.time()
-            while deadlines and deadlines[0][0] <= now:
+            while deadlines and (deadlines[0][0] <= now or deadlines[0][1].done()):
                 fut = deadlines.popleft()[1]
                 if not fut.done():
                     fut.set_exception(ProduceFailed("no acknowledgement from Kafka in time"))
             await asyncio.sleep(interval)
 
     async def stop(self) -> None:
-        """Wait (at most 5 s) until librdkafka has nothing left to send, then stop polling.
-        Not `flush()` in a thread: delivery reports must resolve futures on the loop's thread."""
-        if self._producer is not None and self._poll_task is not None:
+        """Wait (at most 5 s) until librdkafka has nothing left to send and its reports were
+        resolved, then stop the poll thread and the sweep."""
+        if self._producer is not None and self._poll_thread is not None:
             deadline = time.monotonic() + 5.0
             while len(self._producer) and time.monotonic() < deadline:
-                await asyncio.sleep(0.01)  # the poll task serves the delivery reports meanwhile
-        if self._poll_task:
-            self._poll_task.cancel()
+                await asyncio.sleep(0.01)  # the poll thread serves the delivery reports meanwhile
+            self._stopping = True
+            await asyncio.to_thread(self._poll_thread.join, 1.0)
+            await asyncio.sleep(0)  # run the last hand-over, if any
+            if self._reports:
+                reports, self._reports = self._reports, []
+                self._resolve_all(reports)
+        if self._sweep_task:
+            self._sweep_task.cancel()
 
     async def deliver(self, topic: str, key: bytes, value: bytes, timeout_s: float) -> None:
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
-        # Expire one poll interval early so the reply never comes later than timeout_s.
-        deadline = loop.time() + timeout_s - self._poll_interval_s
+        # Expire one sweep interval early so the reply never comes later than timeout_s.
+        deadline = loop.time() + timeout_s - self._sweep_s
         while True:
             try:
-                self._producer.produce(topic, value, key, on_delivery=functools.partial(_ack, fut))
+                self._producer.produce(topic, value, key, on_delivery=functools.partial(self._report, fut))
                 break
             except BufferError:  # librdkafka's queue is full: Kafka is not keeping up
                 if loop.time() >= deadline:
@@ -135,11 +177,11 @@ class ConfluentRecordProducer:
         self._background += 1
         return True
 
-    def _background_done(self, err, _msg) -> None:
-        self._background -= 1
-        if err is not None:
-            self._on_background_failure(str(err.name()))
-            log.warning("background_produce_failed", error=str(err))
+    def _report(self, fut: asyncio.Future, err, _msg) -> None:  # in the poll thread
+        self._reports.append((fut, err))
+
+    def _background_done(self, err, _msg) -> None:  # in the poll thread
+        self._reports.append((None, err))
 
     async def reachable(self, timeout_s: float) -> bool:
         try:
