@@ -6,7 +6,8 @@
 #
 # Knobs: BENCH_INGRESS_DURATION (s, default 15), BENCH_INGRESS_CONNECTIONS (64),
 # BENCH_INGRESS_THREADS (wrk threads, 1), BENCH_INGRESS_DEVICES (10000),
-# BENCH_INGRESS_CONFIGS (server:workers:kafka client, default below).
+# BENCH_INGRESS_CONFIGS (server:workers:kafka client[:granian interface], default below: the
+# production default first, then the alternatives it was chosen over, in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -15,7 +16,7 @@ DURATION=${BENCH_INGRESS_DURATION:-15}
 CONNS=${BENCH_INGRESS_CONNECTIONS:-64}
 THREADS=${BENCH_INGRESS_THREADS:-1}
 DEVICES=${BENCH_INGRESS_DEVICES:-10000}
-CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1:confluent granian:1:aiokafka uvicorn:1:confluent granian:2:confluent"}
+CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1:confluent:rsgi granian:1:confluent:asgi granian:1:aiokafka:rsgi uvicorn:1:confluent granian:2:confluent:rsgi"}
 WARMUP=3
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390/0}
@@ -63,9 +64,13 @@ wait_http() {  # wait_http <url> <seconds>
   return 1
 }
 
-run_wrk() {  # run_wrk <base url> <seconds> <output file>
-  ACCOUNT=$ACCOUNT CODES=$CODES DEVICES=$DEVICES wrk -t"$THREADS" -c"$CONNS" -d"$2"s --latency --timeout 5s \
-    -s bench/ingress/postbacks.lua "$1" > "$3" 2>&1
+run_wrk() {  # run_wrk <base url> <seconds> <output file>; wrk's user+system CPU seconds -> <output file>.cpu
+  local TIMEFORMAT='%U %S'
+  { time ACCOUNT=$ACCOUNT CODES=$CODES DEVICES=$DEVICES wrk -t"$THREADS" -c"$CONNS" -d"$2"s --latency --timeout 5s \
+    -s bench/ingress/postbacks.lua "$1" > "$3" 2>&1 ; } 2> "$3.cpu"
+}
+wrk_cpu_us() {  # wrk_cpu_us <output file> <requests>: wrk's CPU µs per request
+  "$PY" -c "import sys; u, s = map(float, open(sys.argv[1]).read().split()[-2:]); print(round((u + s) * 1e6 / max(1, int(sys.argv[2]))))" "$1.cpu" "$2"
 }
 
 ROWS=()
@@ -93,15 +98,16 @@ echo "nginx: $n_rps req/s p50 ${n_p50} ms p99 ${n_p99} ms"
 run_no=0
 for cfg in $CONFIGS; do
   run_no=$((run_no + 1))
-  IFS=: read -r server workers client <<<"$cfg"
-  tag="$run_no-$server-w$workers-$client"
+  IFS=: read -r server workers client iface <<<"$cfg"
+  [ "$server" = granian ] && iface=${iface:-rsgi} || iface=asgi
+  tag="$run_no-$server-$iface-w$workers-$client"
   prefix="bench-$RUN-$tag"
   topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
   eval "$("$PY" bench/ingress/helper.py setup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected")"
   port=$(free_port)
   echo "--- ingress $tag (account $ACCOUNT), ${WARMUP}s warm-up + ${DURATION}s"
   PBSEG_KEY_PREFIX=$prefix PBSEG_TOPIC_POSTBACKS=$topic PBSEG_TOPIC_REJECTED=$rejected \
-    INGRESS_SERVER=$server INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
+    INGRESS_SERVER=$server INGRESS_GRANIAN_INTERFACE=$iface INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
     setsid "$PY" -m services.ingress > "$WORK/$tag.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   if ! wait_http "http://127.0.0.1:$port/readyz" 60; then echo "ingress $tag did not become ready:"; tail -20 "$WORK/$tag.log"; exit 1; fi
@@ -120,11 +126,12 @@ for cfg in $CONFIGS; do
   accepted_rps=$(( (req - non) / DURATION ))
   verdict=OK; [ "$on_topic" -ge "$ok2xx" ] || { verdict="MISSING $(( ok2xx - on_topic ))"; FAILED=1; }
   met=$("$PY" -c "print('met' if $accepted_rps >= 20000 and $p99 <= 25 else 'NOT met')")
-  TARGET_LINES+=("- $server, $workers worker(s), $client: $accepted_rps accepted/s, p99 $p99 ms: target **$met**")
+  TARGET_LINES+=("- $server ($iface), $workers worker(s), $client: $accepted_rps accepted/s, p99 $p99 ms: target **$met**")
   ratio=$("$PY" -c "print(f'{$accepted_rps / $NGINX_RPS:.1%}')")
   cpu_us=$("$PY" -c "print(round(($cpu_after - $cpu_before) * 1e6 / max(1, $req)))")
-  echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms ingress CPU ${cpu_us} us/request non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
-  ROWS+=("| $server | $workers | $client | $accepted_rps | $p50 | $p99 | $cpu_us | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
+  wrk_us=$(wrk_cpu_us "$WORK/$tag.wrk" "$req")
+  echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms ingress CPU ${cpu_us} us/request wrk CPU ${wrk_us} us/request non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
+  ROWS+=("| $server | $iface | $workers | $client | $accepted_rps | $p50 | $p99 | $cpu_us | $wrk_us | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
 done
 
 {
@@ -137,12 +144,13 @@ done
   echo
   echo "Ceiling: nginx (1 worker) answering a bare 204: **$NGINX_RPS req/s**, p50 $n_p50 ms, p99 $n_p99 ms."
   echo
-  echo "| server | workers | Kafka client | accepted/s | p50 ms | p99 ms | ingress CPU µs/request | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| server | interface | workers | Kafka client | accepted/s | p50 ms | p99 ms | ingress CPU µs/request | wrk CPU µs/request | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "Target: >= 20,000 accepted/s with p99 <= 25 ms on 2 cores (wrk, Kafka and the ingress share them)."
-  echo "Load average when this run started: $LOAD_BEFORE (other work on the machine lowers every figure)."
+  echo "Load average when this run started: $LOAD_BEFORE, when it ended: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine lowers every figure)."
+  echo "wrk itself (same box): $(wrk_cpu_us "$WORK/nginx.wrk" "$n_req") µs CPU per request against nginx; per ingress run in the table."
   echo
   printf '%s\n' "${TARGET_LINES[@]}"
   echo

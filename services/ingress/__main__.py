@@ -21,11 +21,11 @@ def serve(settings: IngressSettings) -> None:
         from granian.constants import Interfaces, Loops
         from granian.http import HTTP1Settings
 
-        # RSGI, not ASGI: granian hands the app plain objects and takes the reply in one
-        # call (docs/architecture.md, "Ingress", has the figures that chose it).
+        # RSGI by default, not ASGI: granian hands the app plain objects and takes the reply
+        # in one call (docs/architecture.md, "Ingress", has the figures that chose it).
         Granian(
             "services.ingress.main:create_app", factory=True, address=host, port=port,
-            interface=Interfaces.RSGI, workers=settings.workers, loop=Loops.uvloop, http="1",
+            interface=Interfaces(settings.granian_interface), workers=settings.workers, loop=Loops.uvloop, http="1",
             websockets=False, log_access=False, log_level="warning",
             http1_settings=HTTP1Settings(
                 header_read_timeout=int(settings.header_read_timeout_s * 1000),

@@ -127,8 +127,8 @@ class IngressApp:
 
     # ------------------------------------------------------------------ RSGI (granian, production)
     async def __rsgi__(self, scope, protocol) -> None:
-        if scope.proto != "http":
-            return
+        # Only HTTP arrives: __main__ runs granian with websockets off. Each scope attribute
+        # is built on access, so the handler reads each one once.
         method = scope.method
         if method == "POST":
             async def read_body():

@@ -149,7 +149,7 @@ class ConfluentRecordProducer:
             self._sweep_task.cancel()
 
     async def deliver(self, topic: str, key: bytes, value: bytes, timeout_s: float) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         fut = loop.create_future()
         # Expire one sweep interval early so the reply never comes later than timeout_s.
         deadline = loop.time() + timeout_s - self._sweep_s
