@@ -32,6 +32,8 @@ log = structlog.get_logger("ingress")
 _JSON = [("content-type", "application/json")]
 _RETRY_1 = [("content-type", "application/json"), ("retry-after", "1")]
 _POSTBACK_PATHS = frozenset({"/api/postback/", "/api/postback"})
+# Rejections that depend on the catalog: checked against a fresh snapshot before replying.
+_CATALOG_REJECTIONS = frozenset({"unknown_account", "unknown_event", "event_inactive", "missing_key", "wrong_key"})
 _USAGE = "use GET or POST /api/postback/?id=<install id>&status=<event code>_<account id>"
 
 # A reply: status, headers (str pairs, content-type first), body. Both server interfaces
@@ -236,7 +238,12 @@ class IngressApp:
         now = self.clock.now_ms()
         parsed = parse_postback(query, snapshot, now, self.rules)
         if type(parsed) is RejectedPostback:
-            return self._reject(parsed, query)
+            if parsed.error in _CATALOG_REJECTIONS:  # the cache may be behind Redis: look once more
+                fresh = await self.catalog.recheck()
+                if fresh is not snapshot and fresh is not None:
+                    parsed = parse_postback(query, fresh, now, self.rules)
+            if type(parsed) is RejectedPostback:
+                return self._reject(parsed, query)
         if self.rate_limit.enabled:
             wait_s = self.rate_limit.admit(parsed.account_id, now)
             if wait_s:

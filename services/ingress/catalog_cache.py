@@ -3,6 +3,11 @@
 A background task polls the catalog version key every `poll_s` (default 0.25 s) and reloads
 the whole snapshot when it moved, so a catalog change is visible within `poll_s` plus one
 reload. If Redis fails, the last snapshot keeps serving and the failure is logged.
+
+`recheck()` refreshes at once (one refresh at a time, shared by concurrent callers): the app
+calls it before rejecting a postback for a catalog reason (unknown account or event,
+inactive event, key), so a postback sent right after its account or event was created is
+accepted instead of racing the poll. Accepted postbacks never wait on Redis.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class CatalogCache:
         self._on_loaded = on_loaded or (lambda snapshot: None)
         self._task: asyncio.Task | None = None
         self._failing = False
+        self._recheck: asyncio.Future | None = None
 
     @property
     def loaded(self) -> bool:
@@ -41,6 +47,23 @@ class CatalogCache:
             self.snapshot = await self.store.snapshot()
             self._on_loaded(self.snapshot)
             log.info("catalog_loaded", version=self.snapshot.version, accounts=len(self.snapshot.accounts))
+
+    async def recheck(self) -> CatalogSnapshot | None:
+        """Refresh now and return the snapshot then current; a Redis failure keeps the old
+        one (the poll loop logs failures)."""
+        task = self._recheck
+        if task is None:
+            task = self._recheck = asyncio.ensure_future(self._recheck_once())
+        await asyncio.shield(task)
+        return self.snapshot
+
+    async def _recheck_once(self) -> None:
+        try:
+            await self.refresh()
+        except Exception:  # noqa: BLE001 - keep serving the last snapshot
+            pass
+        finally:
+            self._recheck = None
 
     async def _run(self) -> None:
         while True:

@@ -273,3 +273,30 @@ async def test_metrics_count_accepted_postbacks_latency_and_in_flight():
     assert 'pbseg_ingress_produce_seconds_bucket{le="+Inf"} 3.0' in metrics
     assert "pbseg_ingress_produce_seconds_count 3.0" in metrics
     assert "pbseg_ingress_in_flight 0.0" in metrics
+
+
+class GrowingStore:
+    """A catalog store whose next snapshot has an account the cache has not loaded yet."""
+
+    def __init__(self):
+        self.reads = 0
+
+    async def version(self):
+        return 4
+
+    async def snapshot(self):
+        self.reads += 1
+        accounts = {**CATALOG.accounts, 99: AccountEntry(99, "new", None, frozenset(SYSTEM_EVENTS), frozenset())}
+        return CatalogSnapshot(version=4, accounts=accounts)
+
+
+async def test_a_catalog_rejection_is_checked_against_a_fresh_snapshot_first():
+    app, producer = make_app()
+    app.catalog.store = GrowingStore()
+    # Account 99 was created after the cache loaded version 3: accepted without waiting for the poll.
+    status, _, _ = await call(app, query=b"id=d&status=reg_99")
+    assert status == 200 and app.catalog.version == 4 and app.catalog.store.reads == 1
+    assert producer.background == []
+    # Still unknown in the fresh snapshot: rejected; the version did not move, nothing reloaded.
+    status, _, body = await call(app, query=b"id=d&status=reg_12345")
+    assert (status, orjson.loads(body)["error"]) == (404, "unknown_account") and app.catalog.store.reads == 1
