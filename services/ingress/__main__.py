@@ -1,5 +1,6 @@
 """`python -m services.ingress`: serve the ingress with the HTTP server and limits from
-IngressSettings (INGRESS_SERVER, INGRESS_WORKERS, INGRESS_BIND, header limits)."""
+IngressSettings (INGRESS_SERVER, INGRESS_GRANIAN_INTERFACE, INGRESS_WORKERS, INGRESS_BIND,
+header limits)."""
 
 from __future__ import annotations
 
