@@ -103,7 +103,11 @@ class ConfluentRecordProducer:
         """The poll thread: serve delivery reports, hand each batch of them to the loop."""
         producer, loop = self._producer, self._loop
         while not self._stopping:
-            producer.poll(0.1)  # returns as soon as reports were served (GIL released while waiting)
+            try:
+                producer.poll(0.1)  # returns as soon as reports were served (GIL released while waiting)
+            except Exception as exc:  # noqa: BLE001 - never let the thread die: waiting requests would only time out
+                log.error("kafka_poll_failed", error=repr(exc))
+                time.sleep(0.1)
             if self._reports:
                 reports, self._reports = self._reports, []
                 try:
