@@ -1,7 +1,7 @@
 """Query benchmark driver (run by bench/query/run.sh, which starts Redis and PostgreSQL).
 
 Per scale N: bulk-loads N synthetic devices of account 1 into Redis in the processor's layout
-(segment bitmaps, codes sets, device sequences and the reverse map of install ids, 8 partitions;
+(segment bitmaps, codes sets, per-code device counters, device sequences and the reverse map of install ids, 8 partitions;
 no device hashes: count and overview never read them) and the same facts into PostgreSQL
 (`device_events(account_id, install_id, event)`, one row per device and event that occurred),
 starts the query service, and measures over HTTP:
@@ -102,6 +102,7 @@ def load(n_devices: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
         for code, bits in maps.items():
             pipe.set(keys.segment(ACCOUNT, code), bitmap_bytes(bits, n + 1))
         pipe.sadd(keys.segment_codes(ACCOUNT), *maps)
+        pipe.hset(keys.device_counts(ACCOUNT), mapping={c: bits.bit_count() for c, bits in maps.items()})
         pipe.execute()
         # Reverse map: device number k of partition p is install id d<(k-1)*8+p>.
         for b in range(0, n // NAMES_BUCKET + 1):
@@ -195,7 +196,7 @@ def start_query(port: int, **extra_env: str) -> subprocess.Popen:
 def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
     info = load(n, r, pg)
     key = asyncio.run(setup_catalog())
-    proc = start_query(HTTP_PORT)
+    proc = start_query(HTTP_PORT, QUERY_OVERVIEW_FRESH_MS="1000")  # the optional cache on
     try:
         base = f"http://127.0.0.1:{HTTP_PORT}/api/b/v2/segments"
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
@@ -206,8 +207,8 @@ def run_scale(n: int, r: redis.Redis, pg: psycopg.Connection) -> dict:
     finally:
         proc.terminate()
         proc.wait(10)
-    # The same overview with its cache off: every request counts all 50 bitmaps in all partitions.
-    proc = start_query(HTTP_PORT, QUERY_OVERVIEW_FRESH_MS="0")
+    # The overview as deployed (no cache): every request reads the per-code counters of all partitions.
+    proc = start_query(HTTP_PORT, QUERY_OVERVIEW_FRESH_MS="0")  # the default: counters read per request
     try:
         with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=30) as client:
             uncached_ms, uncached = time_http(client, "GET", f"http://127.0.0.1:{HTTP_PORT}/api/b/v2/segments/events", None,
@@ -252,9 +253,9 @@ def report(results: list[dict]) -> str:
         "shared_buffers 4 GB, work_mem 256 MB; timed after a warm-up run, so from cache.",
         "",
         f"Count filter: include {INCLUDE} (all), exclude {EXCLUDE}; SQL: EXISTS / NOT EXISTS over the index. "
-        "/segments/count is never cached. /segments/events is measured as deployed (device counts from a per-process "
-        "cache at most QUERY_OVERVIEW_FRESH_MS = 1 s old, refreshed in the background) and with that cache off "
-        "(QUERY_OVERVIEW_FRESH_MS=0: BITCOUNT of 50 events x 8 partitions per request).",
+        "/segments/count is never cached. /segments/events is measured with the optional per-process cache on "
+        "(QUERY_OVERVIEW_FRESH_MS=1000) and as deployed, cache off (QUERY_OVERVIEW_FRESH_MS=0, the default: "
+        "HGETALL of the per-code device counters in 8 partitions per request).",
         "",
         "| devices | PG rows | Redis memory | count p50 (HTTP) | count p99 (HTTP) | PG count p50 | PG count p99 | "
         "PG p50 / HTTP p50 | /segments/events p50 | /segments/events p99 | same, cache off p50 | cache off p99 | "
@@ -276,11 +277,11 @@ def report(results: list[dict]) -> str:
     if big:
         x = big[-1]
         c99, ratio = percentile(x["count_ms"], 99), percentile(x["pg_ms"], 50) / percentile(x["count_ms"], 50)
-        e99 = percentile(x["events_ms"], 99)
+        e99 = percentile(x["uncached_ms"], 99)  # as deployed: no cache
         lines += [f"Targets at 10M devices: count p99 <= 10 ms over HTTP: {'met' if c99 <= 10 else 'NOT met'} "
                   f"({fmt(c99)}); >= 100x faster than PostgreSQL (p50): {'met' if ratio >= 100 else 'NOT met'} ({ratio:,.0f}x); "
-                  f"/segments/events p99 <= 20 ms: {'met' if e99 <= 20 else 'NOT met'} ({fmt(e99)} with the 1 s cache; "
-                  f"{fmt(percentile(x['uncached_ms'], 99))} with it off).", ""]
+                  f"/segments/events p99 <= 20 ms: {'met' if e99 <= 20 else 'NOT met'} ({fmt(e99)} as deployed, no cache; "
+                  f"{fmt(percentile(x['events_ms'], 99))} with the optional 1 s cache).", ""]
     else:
         lines += ["Targets are stated at 10M devices; this run did not load 10M (BENCH_QUERY_SCALES).", ""]
     return "\n".join(lines)

@@ -83,6 +83,11 @@ class PartitionKeys:
         """Bitmap over dense device numbers: bit n set when the event occurred on device n."""
         return f"{self.tag}:s:{account_id}:{code}"
 
+    def device_counts(self, account_id: int) -> str:
+        """Hash: event code -> devices of the account in this partition on which it occurred
+        (= BITCOUNT of the code's bitmap; maintained by the apply script with the bit)."""
+        return f"{self.tag}:cnt:{account_id}"
+
     def segment_codes(self, account_id: int) -> str:
         """Set: every event code with a segment bitmap in this account and partition."""
         return f"{self.tag}:codes:{account_id}"

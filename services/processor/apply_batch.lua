@@ -4,7 +4,7 @@
 --
 -- KEYS[1] = applied-offset key of this topic/partition (its hash tag is the partition's tag).
 -- Only the watermark is declared in KEYS: the other keys are derived from the records
--- (device, bitmaps, tids, outbox) and all carry the same hash tag ARGV[1], so they live in
+-- (device, bitmaps, counters, tids, outbox) and all carry the same hash tag ARGV[1], so they live in
 -- the same Redis Cluster slot as KEYS[1] (docs/architecture.md, "Exactly once").
 -- ARGV[1] = partition hash tag, e.g. "{pbseg:p3}"
 -- ARGV[2] = tid retention in ms
@@ -49,7 +49,11 @@ local function bump(cur, ts)
 end
 
 local function index(acct, code, num)
-  redis.call('SETBIT', tag .. ':s:' .. acct .. ':' .. code, num, 1)
+  -- The per-code device counter moves only when the bit was not set before, so it equals the
+  -- bitmap's BITCOUNT, committed in the same script (the overview reads it instead of BITCOUNT).
+  if redis.call('SETBIT', tag .. ':s:' .. acct .. ':' .. code, num, 1) == 0 then
+    redis.call('HINCRBY', tag .. ':cnt:' .. acct, code, 1)
+  end
   local ck = acct .. ':' .. code
   if not known_codes[ck] then
     redis.call('SADD', tag .. ':codes:' .. acct, code)

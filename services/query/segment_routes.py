@@ -38,7 +38,8 @@ async def _checked(request: Request, account: int, f: SegmentFilter) -> SegmentF
 async def segment_events(account: Account, request: Request) -> SegmentEvents:
     """Every event of the account with its device count and ready postback URL: system events,
     then the deposit ordinals dep_2 .. the highest seen, then custom events. Device counts
-    may be up to QUERY_OVERVIEW_FRESH_MS (1 s) old."""
+    are the processor's per-code counters, exact as of the last applied batch (or up to
+    QUERY_OVERVIEW_FRESH_MS old when that cache is turned on)."""
     catalog = request.app.state.catalog
     custom, counts, meta = await asyncio.gather(
         catalog.custom_events(account), request.app.state.overview.get(account), catalog.get_account(account))

@@ -2,7 +2,7 @@
 
 Writes exactly what services/processor/apply_batch.lua leaves behind for a device (dense
 device number in `#`, the reverse map, one bit per event code in the segment bitmaps, the
-codes set, the per-partition device sequence and, optionally, the device hashes), but in bulk:
+codes set, the per-code device counters, the per-partition device sequence and, optionally, the device hashes), but in bulk:
 bitmaps are built in memory and SET in one piece. Devices go to the partition Kafka's default
 partitioner would pick, so device lookups find them where the processor would have put them.
 """
@@ -69,6 +69,7 @@ async def write_partition(redis: aioredis.Redis, keys: PartitionKeys, account_id
             pipe.set(keys.segment(account_id, code), bitmap_bytes(bits, n + 1))
         if img.bits:
             pipe.sadd(keys.segment_codes(account_id), *img.bits)
+            pipe.hset(keys.device_counts(account_id), mapping={c: bits.bit_count() for c, bits in img.bits.items()})
         buckets: dict[int, dict[int, str]] = {}
         for i, install_id in enumerate(img.install_ids, start=1):
             buckets.setdefault(i // NAMES_BUCKET, {})[i % NAMES_BUCKET] = install_id

@@ -170,8 +170,12 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
             await asyncio.sleep(0.2)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{env['PROCESSOR_WEB_PORT']}", timeout=5) as web:
             for _ in range(300):  # with a second worker all may be applied before this one joined
-                if (await web.get("/readyz")).status_code == 200:
-                    break
+                try:  # ready, and its share of the partitions assigned (the rebalance may still run)
+                    if (await web.get("/readyz")).status_code == 200 and \
+                            "pbseg_processor_lag{partition=" in (await web.get("/metrics")).text:
+                        break
+                except httpx.ConnectError:  # the restarted worker's web server is not listening yet
+                    pass
                 await asyncio.sleep(0.1)
             assert (await web.get("/readyz")).status_code == 200
             assert (await web.get("/healthz")).status_code == 200
@@ -221,6 +225,12 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
         for code, count in expected_counts.items():
             assert sum([await redis_client.bitcount(PartitionKeys(key_prefix, p).segment(account, code))
                         for p in range(PARTITIONS)]) == count, (account, code)
+        # The per-code counters equal each partition's bitmap BITCOUNT exactly (crashes included).
+        for p in range(PARTITIONS):
+            keys = PartitionKeys(key_prefix, p)
+            counters = {c.decode(): int(n) for c, n in (await redis_client.hgetall(keys.device_counts(account))).items()}
+            bitcounts = {c: await redis_client.bitcount(keys.segment(account, c)) for c in codes}
+            assert counters == {c: n for c, n in bitcounts.items() if n}, (account, p)
     # The reverse map names each device number's install id.
     async with redis_client.pipeline(transaction=False) as pipe:
         for (account, install), num in numbers.items():

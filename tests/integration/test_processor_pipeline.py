@@ -99,7 +99,11 @@ class Harness:
         return {}
 
     async def device_count(self, code: str, account: int = 1) -> int:
-        return sum([await self.redis.bitcount(PartitionKeys(self.prefix, p).segment(account, code)) for p in range(4)])
+        bits = sum([await self.redis.bitcount(PartitionKeys(self.prefix, p).segment(account, code)) for p in range(4)])
+        counted = sum([int(await self.redis.hget(PartitionKeys(self.prefix, p).device_counts(account), code) or 0)
+                       for p in range(4)])
+        assert counted == bits, (code, counted, bits)  # the counters follow the bitmaps exactly
+        return bits
 
 
 @pytest.fixture

@@ -106,7 +106,8 @@ async def add_device(redis, prefix: str, account_id: int, install_id: str, codes
     await redis.hset(keys.device(account_id, install_id), "#", num)
     await redis.hset(keys.device_names(account_id, num // NAMES_BUCKET), num % NAMES_BUCKET, install_id)
     for code in ["install", *codes]:
-        await redis.setbit(keys.segment(account_id, code), num, 1)
+        if not await redis.setbit(keys.segment(account_id, code), num, 1):
+            await redis.hincrby(keys.device_counts(account_id), code, 1)
         await redis.sadd(keys.segment_codes(account_id), code)
 
 
