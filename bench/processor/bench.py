@@ -249,13 +249,18 @@ async def memory_run(redis_url: str, devices: int, tid_samples: int, id_len: int
     before_tids = int((await redis.info("memory"))["used_memory"])
     await apply(chunk)
     after_tids = int((await redis.info("memory"))["used_memory"])
-    sample = [k async for k in redis.scan_iter(match=f"{PartitionKeys(prefix, 0).tag}:d:*", count=1000)][:500]
-    usage = [await redis.memory_usage(k) for k in sample]
+    # Per-device share of each layout part: MEMORY USAGE of every key of partition 0, by kind.
+    kinds: dict[str, int] = {}
+    async for k in redis.scan_iter(match=PartitionKeys(prefix, 0).tag.replace("{", "\\{").replace("}", "\\}") + ":*",
+                                   count=1000):
+        kind = k.decode().split(":", 2)[2].split(":")[0]
+        kinds[kind] = kinds.get(kind, 0) + (await redis.memory_usage(k, samples=0) or 0)
+    in_p0 = int(await redis.get(PartitionKeys(prefix, 0).device_seq(1)) or 1)
     await redis.aclose()
     return {"devices": devices, "id_len": id_len, "bytes_per_device": (after - before) / devices,
             "before": before, "after": after, "apply_rate": devices * 3 / elapsed,
             "tid_samples": tid_samples, "bytes_per_tid": (after_tids - before_tids) / max(tid_samples, 1),
-            "device_hash_usage": sum(usage) / max(len(usage), 1)}
+            "parts": {kind: b / in_p0 for kind, b in sorted(kinds.items(), key=lambda kv: -kv[1])}}
 
 
 async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float, work: Path, run: str,
@@ -357,8 +362,8 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
                             key = keys_of.get(name)
                             if key is None:
                                 raw = f"{account_id}:{name}".encode()
-                                key = keys_of[name] = PartitionKeys(prefix, partitioner(raw, parts, parts)).device(account_id, name)
-                            pipe.exists(key)
+                                key = keys_of[name] = PartitionKeys(prefix, partitioner(raw, parts, parts)).device_index_of(account_id, name)
+                            pipe.hexists(key, name)
                         found = await pipe.execute()
                     now = time.perf_counter()
                     for name, hit in zip(names, found):
@@ -431,12 +436,26 @@ async def main() -> None:
     ap.add_argument("--rates", default="10000,2000", help="offered postbacks/s, one latency run each")
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/processor.md"))
+    ap.add_argument("--only", choices=["all", "memory"], default="all",
+                    help="memory: run only the memory part and replace only its paragraph in --out")
     args = ap.parse_args()
     args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     run = f"{int(time.time())}{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="bench-processor."))
     redis_proc, redis_url = start_redis(work)
+    if args.only == "memory":
+        try:
+            mem, mem36 = await memory_runs(redis_url, args.mem_devices)
+        finally:
+            redis_proc.stop()
+        out = Path(args.out)
+        text = out.read_text()
+        head = text[:text.index("**Redis memory**")] if "**Redis memory**" in text else text + "\n"
+        out.write_text(head + "\n".join(memory_lines(args, mem, mem36, memory_only=True)) + "\n")
+        log(f"wrote the memory paragraph of {out}")
+        shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         topic = f"bench-proc-{run}"
         await ensure_topics(bootstrap, {topic: PARTITIONS})
@@ -455,11 +474,7 @@ async def main() -> None:
         log("the processor worker ...")
         proc = await processor_run(bootstrap, redis_url, topic, args.records, work, run)
         log(f"  {proc['rate']:.0f}/s applied, {proc['rate_with_publish']:.0f}/s incl. device-events publish")
-        log(f"memory: {args.mem_devices} devices x 3 events ...")
-        mem = await memory_run(redis_url, args.mem_devices, min(args.mem_devices // 10, 100_000), 16)
-        log(f"  {mem['bytes_per_device']:.1f} B/device")
-        mem36 = await memory_run(redis_url, max(args.mem_devices // 10, 1000), 0, 36)
-        log(f"  {mem36['bytes_per_device']:.1f} B/device with 36-character ids")
+        mem, mem36 = await memory_runs(redis_url, args.mem_devices)
         lat = []
         for i, rate in enumerate(int(r) for r in args.rates.split(",")):
             log(f"latency: {rate}/s for {args.rate_seconds:g}s through the ingress ...")
@@ -471,8 +486,36 @@ async def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
 
+async def memory_runs(redis_url: str, devices: int) -> tuple[dict, dict]:
+    log(f"memory: {devices} devices x 3 events ...")
+    mem = await memory_run(redis_url, devices, min(devices // 10, 100_000), 16)
+    log(f"  {mem['bytes_per_device']:.1f} B/device")
+    mem36 = await memory_run(redis_url, max(devices // 10, 1000), 0, 36)
+    log(f"  {mem36['bytes_per_device']:.1f} B/device with 36-character ids")
+    return mem, mem36
+
+
 def verdict(ok: bool) -> str:
     return "met" if ok else "NOT met"
+
+
+def memory_lines(args, mem: dict, mem36: dict, memory_only: bool = False) -> list[str]:
+    stamp = time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime())
+    rerun = (f"(Measured alone with `BENCH_PROCESSOR_ONLY=memory`, {stamp}, load average at its start "
+             f"{args.load_at_start}; the sections above are from the full run of their date.)") if memory_only else ""
+    return [
+        f"**Redis memory**, {mem['devices']:,} devices x 3 postbacks (reg, dep, first_open; + install = 4 events each), "
+        f"16-hex-character install ids (Android-ID length), applied through the same Lua script with the outbox off "
+        f"(at rest the outbox is drained): INFO used_memory {mem['before']:,} -> {mem['after']:,} B = "
+        f"**{mem['bytes_per_device']:.1f} B/device** (MEMORY USAGE per device of partition 0's keys by kind: "
+        + ", ".join(f"`{kind}` {b:.1f} B" for kind, b in mem['parts'].items())
+        + "; i = forward map, v = packed states, n = reverse map, s = bitmaps, t = tids (added after the "
+        f"per-device figure was taken); the rest is the key table and allocator). Target <= 200 B/device: "
+        f"**{verdict(mem['bytes_per_device'] <= 200)}**. " + rerun,
+        f"With 36-character ids (UUIDs), {mem36['devices']:,} devices: {mem36['bytes_per_device']:.1f} B/device. "
+        f"Each recorded tid (kept >= 30 days) costs {mem['bytes_per_tid']:.0f} B ({mem['tid_samples']:,} measured). "
+        f"Direct apply rate during this fill (no Kafka): {mem['apply_rate']:,.0f} events/s.",
+    ]
 
 
 def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, proc, mem, mem36, lat) -> None:
@@ -506,14 +549,7 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         f"Target p99 <= 1 s at a steady 10,000/s: **{verdict(any(x['target_rate'] >= 10_000 and x['achieved_rate'] >= 9_500 and x['p99_ms'] <= 1000 for x in lat))}**"
         + ("" if any(x["target_rate"] >= 10_000 and x["achieved_rate"] >= 9_500 for x in lat) else
            " (10,000/s was not reached end to end on this box: the achieved column shows what was)") + ".", "",
-        f"**Redis memory**, {mem['devices']:,} devices x 3 postbacks (reg, dep, first_open; + install = 4 events each), "
-        f"16-hex-character install ids (Android-ID length), applied through the same Lua script with the outbox off "
-        f"(at rest the outbox is drained): INFO used_memory {mem['before']:,} -> {mem['after']:,} B = "
-        f"**{mem['bytes_per_device']:.1f} B/device** (device hash alone, MEMORY USAGE sample: {mem['device_hash_usage']:.0f} B; "
-        f"the rest is the reverse map, bitmaps, the key table). Target <= 200 B/device: **{verdict(mem['bytes_per_device'] <= 200)}**.",
-        f"With 36-character ids (UUIDs), {mem36['devices']:,} devices: {mem36['bytes_per_device']:.1f} B/device. "
-        f"Each recorded tid (kept >= 30 days) costs {mem['bytes_per_tid']:.0f} B ({mem['tid_samples']:,} measured). "
-        f"Direct apply rate during this fill (no Kafka): {mem['apply_rate']:,.0f} events/s.",
+        *memory_lines(args, mem, mem36),
     ]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")

@@ -3,7 +3,8 @@
 # one pre-filled topic, ingress-2xx-to-Redis latency at a steady rate, Redis bytes per device.
 # Knobs (full scale by default): BENCH_PROCESSOR_RECORDS (300000), BENCH_PROCESSOR_MEM_DEVICES
 # (1000000), BENCH_PROCESSOR_RATES (offered postbacks/s per latency run, "10000,2000"),
-# BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40).
+# BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40), BENCH_PROCESSOR_ONLY=memory (only the
+# memory part, needs no Kafka; replaces only the memory paragraph of bench/results/processor.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=$PWD/.venv/bin/python
@@ -29,4 +30,5 @@ trap '[ -n "$STARTED" ] && "$PY" -c "from services.devstack.procs import stop_pr
   --mem-devices "${BENCH_PROCESSOR_MEM_DEVICES:-1000000}" \
   --rates "${BENCH_PROCESSOR_RATES:-10000,2000}" \
   --rate-seconds "${BENCH_PROCESSOR_RATE_SECONDS:-30}" \
-  --faust-cap-s "${BENCH_PROCESSOR_FAUST_CAP_S:-40}"
+  --faust-cap-s "${BENCH_PROCESSOR_FAUST_CAP_S:-40}" \
+  --only "${BENCH_PROCESSOR_ONLY:-all}"

@@ -8,6 +8,7 @@ works on Redis Cluster unchanged. Catalog keys (accounts, API keys, events) shar
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 
@@ -66,10 +67,19 @@ class PartitionKeys:
         """String: the highest offset of `topic`/partition whose effects are in Redis."""
         return f"{self.tag}:applied:{topic}"
 
-    def device(self, account_id: int, install_id: str) -> str:
-        """Hash: '#' -> dense device number; '<event code>' -> 'first_ms:last_ms:count', or just
-        'first_ms' while the event occurred once (compact form; `parse_event_value` reads both)."""
-        return f"{self.tag}:d:{account_id}:{install_id}"
+    def device_index(self, account_id: int, bucket: int) -> str:
+        """Hash (forward map): install id -> dense device number, for the install ids whose
+        `device_index_bucket` is `bucket` (DEVICE_INDEX_BUCKETS buckets per account and partition)."""
+        return f"{self.tag}:i:{account_id}:{bucket}"
+
+    def device_index_of(self, account_id: int, install_id: str) -> str:
+        """The forward-map bucket key holding `install_id`."""
+        return self.device_index(account_id, device_index_bucket(install_id))
+
+    def device_states(self, account_id: int, bucket: int) -> str:
+        """Hash: device number % 512 -> the device's packed state (`format_device_state`), for
+        device numbers in bucket number // 512 (like the reverse map)."""
+        return f"{self.tag}:v:{account_id}:{bucket}"
 
     def device_seq(self, account_id: int) -> str:
         """Counter: the last dense device number handed out in this account and partition."""
@@ -123,10 +133,52 @@ class RejectedKeys:
 
 
 NAMES_BUCKET = 512
+# Forward-map buckets per account and partition. Chosen so a bucket stays listpack-encoded
+# (hash-max-listpack-entries 512) up to ~1.5M devices of one account in one partition - 10M
+# devices per account over 8 partitions average ~305 per bucket (Poisson max over 4,096 buckets
+# ~380); beyond that buckets turn into hash tables: still correct, more memory. Changing it
+# moves every install id to another bucket: only together with `pbseg rebuild`.
+DEVICE_INDEX_BUCKETS = 4096
+
+
+def bucket_hash(data: bytes) -> int:
+    """The first 32 bits of SHA-1 (big-endian); device_bucket.lua computes the same with
+    redis.sha1hex (shared test vectors in tests/unit/device_bucket_vectors.json)."""
+    return int.from_bytes(hashlib.sha1(data).digest()[:4], "big")
+
+
+def device_index_bucket(install_id: str) -> int:
+    """The forward-map bucket of an install id (`bucket_hash` of its UTF-8 bytes mod DEVICE_INDEX_BUCKETS)."""
+    return bucket_hash(install_id.encode()) % DEVICE_INDEX_BUCKETS
+
+
+def parse_device_state(value: str | bytes) -> dict[str, str]:
+    """A packed device state `code=value;code=value;...` -> {code: value} in stored order
+    (values as `parse_event_value` reads them). Raises ValueError when malformed."""
+    text = value.decode() if isinstance(value, bytes) else value
+    out: dict[str, str] = {}
+    if not text:
+        return out
+    for part in text.split(";"):
+        code, sep, event_value = part.partition("=")
+        if not sep or not code or not event_value:
+            raise ValueError(f"not a packed device state: {text!r}")
+        out[code] = event_value
+    return out
+
+
+def format_device_state(events: dict[str, str]) -> str:
+    """{code: value} -> the packed form apply_batch.lua stores (codes never contain '=' or ';')."""
+    return ";".join(f"{code}={value}" for code, value in events.items())
+
+
+def format_event_value(first: int, last: int, count: int) -> str:
+    """(first_ms, last_ms, count) -> the stored value: `first_ms` alone while count is 1."""
+    return str(first) if count == 1 and first == last else f"{first}:{last}:{count}"
 
 
 def parse_event_value(value: str | bytes) -> tuple[int, int, int]:
-    """A device-hash event value -> (first_ms, last_ms, count). Raises ValueError when malformed."""
+    """One event's value in a packed device state -> (first_ms, last_ms, count). Raises ValueError when malformed."""
     text = value.decode() if isinstance(value, bytes) else value
     parts = text.split(":")
     if len(parts) == 1:

@@ -19,7 +19,10 @@
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
 --   The script never parses it: it stores it as is, next to what only it knows.
--- Device hash values: "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
+-- Device layout (services/common/keys.py): forward map `<tag>:i:<acct>:<device_bucket(install)>`
+--   field install id -> dense device number; the device's whole state is ONE string field
+--   `<tag>:v:<acct>:<num // 512>` field `num % 512` = "code=value;code=value;..." in first-seen
+--   order, value "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
 -- Outbox: ONE stream entry per batch: `h` = ARGV[7], `t` = one token per event, joined by ",":
 --   "-" nothing to publish (offset already applied, or a repeated tid); else "<ordinal>:<first>"
 --   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new and its
@@ -35,6 +38,26 @@ local applied, skipped, dups = 0, 0, 0
 local tokens = {}
 local records = 0
 local known_codes = {}
+
+-- device_bucket(install) comes from device_bucket.lua, prepended by store.py.
+
+local function parse_state(state)
+  -- "code=value;..." -> ordered codes, code -> value
+  local order, values = {}, {}
+  if state then
+    for code, value in string.gmatch(state, '([^;=]+)=([^;]+)') do
+      order[#order + 1] = code
+      values[code] = value
+    end
+  end
+  return order, values
+end
+
+local function render_state(order, values)
+  local parts = {}
+  for i, code in ipairs(order) do parts[i] = code .. '=' .. values[code] end
+  return table.concat(parts, ';')
+end
 
 local function bump(cur, ts)
   -- One more occurrence at ts of an event whose stored value is `cur` (nil = never).
@@ -89,43 +112,48 @@ for _, e in ipairs(events) do
       dups = dups + 1
       tokens[#tokens + 1] = '-'
     else
-      local dkey = tag .. ':d:' .. acct .. ':' .. install
-      local cur = redis.call('HMGET', dkey, '#', code)
-      local num, value = cur[1], cur[2]
-      local writes = {}
+      local ikey = tag .. ':i:' .. acct .. ':' .. device_bucket(install)
+      local num = redis.call('HGET', ikey, install)
+      local order, values = {}, {}
       local install_postback = false
       local prefix = ''
       if not num then
         num = redis.call('INCR', tag .. ':seq:' .. acct)
+        redis.call('HSET', ikey, install, num)
         redis.call('HSET', tag .. ':n:' .. acct .. ':' .. math.floor(num / 512), num % 512, install)
         index(acct, 'install', num)
-        writes = {'#', num, 'install', ts}
+        order[1] = 'install'
+        values['install'] = ts
         -- an install postback on a new device IS the device's install occurrence
         install_postback = code == 'install'
         if not install_postback then
           prefix = '+'
           records = records + 1
         end
+      else
+        num = tonumber(num)
+        order, values = parse_state(redis.call('HGET', tag .. ':v:' .. acct .. ':' .. math.floor(num / 512), num % 512))
       end
       num = tonumber(num)
       local count, ordinal = 1, ''
       if not install_postback then
         local new_value
-        new_value, count = bump(value, ts)
-        writes[#writes + 1] = code
-        writes[#writes + 1] = new_value
+        new_value, count = bump(values[code], ts)
+        if not values[code] then order[#order + 1] = code end
+        values[code] = new_value
         if count == 1 then index(acct, code, num) end
         if code == 'dep' then
           ordinal = tostring(count)
           if count >= 2 then
             -- dep_<n> is reached once per device: always a first occurrence
-            writes[#writes + 1] = 'dep_' .. count
-            writes[#writes + 1] = ts
-            index(acct, 'dep_' .. count, num)
+            local dn = 'dep_' .. count
+            if not values[dn] then order[#order + 1] = dn end
+            values[dn] = ts
+            index(acct, dn, num)
           end
         end
       end
-      redis.call('HSET', dkey, unpack(writes))
+      redis.call('HSET', tag .. ':v:' .. acct .. ':' .. math.floor(num / 512), num % 512, render_state(order, values))
       tokens[#tokens + 1] = prefix .. ordinal .. (count == 1 and ':1' or ':0')
       records = records + 1
       applied = applied + 1

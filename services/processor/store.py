@@ -9,11 +9,12 @@ from typing import Sequence
 import orjson
 import redis.asyncio as aioredis
 
-from services.common.keys import PartitionKeys
+from services.common.keys import NAMES_BUCKET, PartitionKeys, parse_device_state
 from services.common.models import DeviceEventRecord
 from services.processor.planning import PartitionBatch
 
-_SCRIPT = (Path(__file__).parent / "apply_batch.lua").read_text()
+_HERE = Path(__file__).parent
+_SCRIPT = (_HERE / "device_bucket.lua").read_text() + (_HERE / "apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,16 @@ class DeviceStateStore:
                 await self._script(keys=[keys.applied_offset(self.topic)], args=argv, client=pipe)
             replies = await pipe.execute()
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
+
+    async def device(self, partition: int, account_id: int, install_id: str) -> tuple[int, dict[str, str]] | None:
+        """(dense device number, {code: stored value}) of a device on this partition, or None."""
+        keys = self.keys(partition)
+        num = await self.redis.hget(keys.device_index_of(account_id, install_id), install_id)
+        if num is None:
+            return None
+        num = int(num)
+        state = await self.redis.hget(keys.device_states(account_id, num // NAMES_BUCKET), num % NAMES_BUCKET)
+        return num, parse_device_state(state or b"")
 
     async def watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
         """Highest applied offset per partition; -1 when nothing was applied yet."""

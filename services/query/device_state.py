@@ -1,6 +1,6 @@
-"""A device's events as the API shows them, parsed from the device hash. Pure.
+"""A device's events as the API shows them, parsed from the device's packed state. Pure.
 
-The processor owns the device-hash value format; `parse_event_stats` is the ONE place the
+The processor owns the event value format (keys.py parses the packed state into code -> value); `parse_event_stats` is the ONE place the
 query service reads it, so a format change touches only this function.
 """
 

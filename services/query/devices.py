@@ -1,11 +1,11 @@
-"""Device lookup (Redis adapter): finds a device's hash on its partition."""
+"""Device lookup (Redis adapter): finds a device's packed state on its partition."""
 
 from __future__ import annotations
 
 import redis.asyncio as aioredis
 from aiokafka.partitioner import murmur2
 
-from services.common.keys import PartitionKeys
+from services.common.keys import NAMES_BUCKET, PartitionKeys, parse_device_state
 
 
 def partition_of(account_id: int, install_id: str, partitions: int) -> int:
@@ -20,17 +20,27 @@ class DeviceLookup:
         self.partitions = partitions
 
     async def fields(self, account_id: int, install_id: str) -> dict[str, str] | None:
-        """The device hash, or None. Reads the partition the key hashes to; if the device is not
-        there (records produced with another partition count or partitioner), probes every
-        partition in one pipeline."""
+        """The device's events {code: stored value}, or None. Reads the forward map of the
+        partition the key hashes to; if the device is not there (records produced with another
+        partition count or partitioner), probes every partition's forward map in one pipeline.
+        Then reads the packed state (a second round trip)."""
         home = partition_of(account_id, install_id, self.partitions)
-        found = await self.redis.hgetall(PartitionKeys(self.prefix, home).device(account_id, install_id))
-        if not found:
+        partition, num = home, await self.redis.hget(PartitionKeys(self.prefix, home).device_index_of(account_id, install_id),
+                                                    install_id)
+        if num is None:
+            others = [p for p in range(self.partitions) if p != home]
             async with self.redis.pipeline(transaction=False) as pipe:
-                for p in range(self.partitions):
-                    if p != home:
-                        pipe.hgetall(PartitionKeys(self.prefix, p).device(account_id, install_id))
-                found = next((h for h in await pipe.execute() if h), None)
-        if not found:
+                for p in others:
+                    pipe.hget(PartitionKeys(self.prefix, p).device_index_of(account_id, install_id), install_id)
+                partition, num = next(((p, n) for p, n in zip(others, await pipe.execute()) if n is not None), (None, None))
+        if num is None:
             return None
-        return {k.decode(): v.decode() for k, v in found.items()}
+        num = int(num)
+        state = await self.redis.hget(PartitionKeys(self.prefix, partition).device_states(account_id, num // NAMES_BUCKET),
+                                      num % NAMES_BUCKET)
+        if state is None:
+            return None
+        try:
+            return parse_device_state(state)
+        except ValueError:  # a state this reader does not understand: the device exists, no events shown
+            return {}

@@ -1,8 +1,8 @@
 """Synthetic device data in the processor's Redis layout, for tests and the benchmark.
 
-Writes exactly what services/processor/apply_batch.lua leaves behind for a device (dense
-device number in `#`, the reverse map, one bit per event code in the segment bitmaps, the
-codes set, the per-code device counters, the per-partition device sequence and, optionally, the device hashes), but in bulk:
+Writes exactly what services/processor/apply_batch.lua leaves behind for a device (the forward
+map install id -> dense device number, the reverse map, one bit per event code in the segment bitmaps, the
+codes set, the per-code device counters, the per-partition device sequence and, optionally, the packed device states), but in bulk:
 bitmaps are built in memory and SET in one piece. Devices go to the partition Kafka's default
 partitioner would pick, so device lookups find them where the processor would have put them.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from services.common.keys import NAMES_BUCKET, PartitionKeys
+from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket, format_device_state
 from services.query.devices import partition_of
 
 
@@ -23,7 +23,7 @@ class PartitionImage:
 
     install_ids: list[str] = field(default_factory=list)
     bits: dict[str, int] = field(default_factory=dict)  # code -> int bitmap (bit n = 1 << n)
-    hashes: list[dict[str, str]] = field(default_factory=list)
+    states: list[str] = field(default_factory=list)  # packed device state per device, in number order
 
 
 def bitmap_bytes(value: int, nbits: int) -> bytes:
@@ -53,9 +53,8 @@ async def write_devices(redis: aioredis.Redis, prefix: str, partitions: int, acc
         for code in codes:
             img.bits[code] = img.bits.get(code, 0) | (1 << num)
         if device_hashes:
-            h = {"#": str(num)}
-            h.update({c: (str(ts_ms) if n == 1 else f"{ts_ms}:{ts_ms}:{n}") for c, n in codes.items()})
-            img.hashes.append(h)
+            img.states.append(format_device_state({c: (str(ts_ms) if n == 1 else f"{ts_ms}:{ts_ms}:{n}")
+                                                   for c, n in codes.items()}))
     for p, img in enumerate(images):
         await write_partition(redis, PartitionKeys(prefix, p), account_id, img, device_hashes)
 
@@ -71,11 +70,18 @@ async def write_partition(redis: aioredis.Redis, keys: PartitionKeys, account_id
             pipe.sadd(keys.segment_codes(account_id), *img.bits)
             pipe.hset(keys.device_counts(account_id), mapping={c: bits.bit_count() for c, bits in img.bits.items()})
         buckets: dict[int, dict[int, str]] = {}
+        index: dict[int, dict[str, int]] = {}
         for i, install_id in enumerate(img.install_ids, start=1):
             buckets.setdefault(i // NAMES_BUCKET, {})[i % NAMES_BUCKET] = install_id
+            index.setdefault(device_index_bucket(install_id), {})[install_id] = i
         for b, mapping in buckets.items():
             pipe.hset(keys.device_names(account_id, b), mapping=mapping)
+        for b, forward in index.items():
+            pipe.hset(keys.device_index(account_id, b), mapping=forward)
         if device_hashes:
-            for install_id, h in zip(img.install_ids, img.hashes):
-                pipe.hset(keys.device(account_id, install_id), mapping=h)
+            states: dict[int, dict[int, str]] = {}
+            for i, state in enumerate(img.states, start=1):
+                states.setdefault(i // NAMES_BUCKET, {})[i % NAMES_BUCKET] = state
+            for b, mapping in states.items():
+                pipe.hset(keys.device_states(account_id, b), mapping=mapping)
         await pipe.execute()

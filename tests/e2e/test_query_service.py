@@ -60,7 +60,7 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         try:
             for install in ("dev-1", "dev-2", "dev-3"):
                 home = PartitionKeys(stack.env["PBSEG_KEY_PREFIX"], partition_of(acct, install, 4))
-                assert await redis.exists(home.device(acct, install)) == 1, install
+                assert await redis.hexists(home.device_index_of(acct, install), install), install
         finally:
             await redis.aclose()
         device = (await c.get(f"{q}/api/b/v2/devices/dev-1", headers=h)).json()

@@ -21,7 +21,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.common.keys import PartitionKeys, parse_event_value
+from services.common.keys import PartitionKeys, parse_device_state, parse_event_value
 from services.common.models import PostbackRecord
 from services.processor.reference import ReferenceDeviceState
 from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
@@ -150,7 +150,11 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
             if cycle < KILLS - 1:
                 before = await applied(redis_client, key_prefix, topic)
                 deadline = time.monotonic() + 60
-                while await applied(redis_client, key_prefix, topic) == before and time.monotonic() < deadline:
+                # With a second worker, progress alone may all be the steady worker's: also wait
+                # until the restarted one owns partitions, so the kill hits a partition owner.
+                while (await applied(redis_client, key_prefix, topic) == before or
+                       (second_worker and await owned_partitions(env["PROCESSOR_WEB_PORT"]) == 0)) \
+                        and time.monotonic() < deadline:
                     await asyncio.sleep(0.02)
                 await asyncio.sleep(rng.uniform(0.0, 0.3))
             else:
@@ -200,22 +204,28 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
     async with redis_client.pipeline(transaction=False) as pipe:
         for account, install in ref.devices:
             for p in range(PARTITIONS):
-                pipe.hgetall(PartitionKeys(key_prefix, p).device(account, install))
+                pipe.hget(PartitionKeys(key_prefix, p).device_index_of(account, install), install)
         replies = await pipe.execute()
-    numbers = {}
-    for i, (device, expected) in enumerate(ref.devices.items()):
-        found = [r for r in replies[i * PARTITIONS:(i + 1) * PARTITIONS] if r]
+    located = {}
+    for i, device in enumerate(ref.devices):
+        found = [(p, int(r)) for p, r in enumerate(replies[i * PARTITIONS:(i + 1) * PARTITIONS]) if r is not None]
         assert len(found) == 1, device
-        fields = {k.decode(): v for k, v in found[0].items()}
-        numbers[device] = int(fields.pop("#"))
-        got = {code: parse_event_value(v) for code, v in fields.items()}
+        located[device] = found[0]
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for (account, _), (p, num) in located.items():
+            pipe.hget(PartitionKeys(key_prefix, p).device_states(account, num // 512), num % 512)
+        states = await pipe.execute()
+    numbers = {}
+    for (device, expected), state in zip(ref.devices.items(), states):
+        numbers[device] = located[device][1]
+        got = {code: parse_event_value(v) for code, v in parse_device_state(state).items()}
         assert got == {code: (s.first, s.last, s.count) for code, s in expected.items()}, device
     # No device more than the reference; per-event device counts equal the reference.
-    device_keys = 0
+    device_entries = 0
     for p in range(PARTITIONS):
-        async for _ in redis_client.scan_iter(match=f"{PartitionKeys(key_prefix, p).tag}:d:*", count=5000):
-            device_keys += 1
-    assert device_keys == len(ref.devices)
+        async for key in redis_client.scan_iter(match=f"{PartitionKeys(key_prefix, p).tag}:i:*", count=5000):
+            device_entries += await redis_client.hlen(key)
+    assert device_entries == len(ref.devices)
     for account in (1, 2):
         expected_counts = ref.device_counts(account)
         codes = set()

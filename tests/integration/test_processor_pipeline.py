@@ -93,9 +93,9 @@ class Harness:
 
     async def device(self, install: str, account: int = 1) -> dict[str, bytes]:
         for p in range(4):
-            fields = await self.redis.hgetall(PartitionKeys(self.prefix, p).device(account, install))
-            if fields:
-                return {k.decode(): v for k, v in fields.items()}
+            found = await self.store.device(p, account, install)
+            if found:
+                return {"#": str(found[0]), **found[1]}
         return {}
 
     async def device_count(self, code: str, account: int = 1) -> int:
@@ -168,12 +168,13 @@ async def test_a_batch_applied_twice_changes_nothing(harness, redis_client):
     batch = plan_partition_batch(2, [(0, pb("a", "dx", "dep")), (1, pb("b", "dx", "dep", T0 + 1)), (2, b"bad")], T0)
     first = (await harness.store.apply_batches([batch]))[0]
     keys = PartitionKeys(harness.prefix, 2)
-    state = await redis_client.hgetall(keys.device(1, "dx"))
+    state = await harness.store.device(2, 1, "dx")
+    assert state is not None
     outbox = await redis_client.xlen(keys.outbox)
     again = (await harness.store.apply_batches([batch]))[0]
     assert (first.applied, first.skipped_offsets, first.outbox_records) == (2, 0, 3)
     assert (again.applied, again.skipped_offsets, again.outbox_records) == (0, 2, 0)
-    assert await redis_client.hgetall(keys.device(1, "dx")) == state
+    assert await harness.store.device(2, 1, "dx") == state
     assert await redis_client.xlen(keys.outbox) == outbox
     assert (await harness.store.watermarks([2]))[2] == 2
 

@@ -59,7 +59,7 @@ async def test_rebuild_ends_in_the_state_of_live_processing(infra, redis_client,
     assert len(live) > 300
 
     tag = PartitionKeys(key_prefix, 0).tag
-    victim = next(k for k in live if k.startswith(f"{tag}:d:".encode()))
+    victim = next(k for k in live if k.startswith(f"{tag}:v:".encode()))
     await redis_client.delete(victim)
     await redis_client.set(f"{tag}:junk", "x")
     await redis_client.set(PartitionKeys(key_prefix, 1).applied_offset(harness.postbacks), 10**9)

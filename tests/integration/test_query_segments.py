@@ -103,7 +103,7 @@ async def add_device(redis, prefix: str, account_id: int, install_id: str, codes
     """What the processor does for a brand-new device, one command at a time."""
     keys = PartitionKeys(prefix, partition_of(account_id, install_id, PARTITIONS))
     num = await redis.incr(keys.device_seq(account_id))
-    await redis.hset(keys.device(account_id, install_id), "#", num)
+    await redis.hset(keys.device_index_of(account_id, install_id), install_id, num)
     await redis.hset(keys.device_names(account_id, num // NAMES_BUCKET), num % NAMES_BUCKET, install_id)
     for code in ["install", *codes]:
         if not await redis.setbit(keys.segment(account_id, code), num, 1):
@@ -229,7 +229,8 @@ async def test_device_on_an_unexpected_partition_is_still_found(query):
     t = await query.tenant()
     home = partition_of(t.account_id, "moved", PARTITIONS)
     keys = PartitionKeys(query.settings.key_prefix, (home + 1) % PARTITIONS)
-    await query.redis.hset(keys.device(t.account_id, "moved"), mapping={"#": 1, "install": "5", "reg": "5:9:2"})
+    await query.redis.hset(keys.device_index_of(t.account_id, "moved"), "moved", 1)
+    await query.redis.hset(keys.device_states(t.account_id, 0), 1, "install=5;reg=5:9:2")
     body = (await query.call(t, "GET", "/api/b/v2/devices/moved")).json()
     assert body["events"] == [{"code": "install", "first_at": 5, "last_at": 5, "occurrences": 1},
                               {"code": "reg", "first_at": 5, "last_at": 9, "occurrences": 2}]
