@@ -17,6 +17,7 @@ import orjson
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.background import cancel_and_wait
 from services.common.clock import Clock
 from services.common.ids import new_event_id
 from services.ingress.catalog_cache import CatalogCache
@@ -308,8 +309,7 @@ class IngressApp:
         log.info("ingress_started", topic=self.settings.topic_postbacks, catalog_version=self.catalog.version)
 
     async def shutdown(self) -> None:
-        if self._probe_task:
-            self._probe_task.cancel()
+        await cancel_and_wait(self._probe_task)
         await self.catalog.stop()
         await self.producer.stop()
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import structlog
 
+from services.common.background import cancel_and_wait
 from services.common.catalog import CatalogSnapshot, CatalogStore
 
 log = structlog.get_logger("ingress.catalog")
@@ -82,9 +83,4 @@ class CatalogCache:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)

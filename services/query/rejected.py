@@ -18,6 +18,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
 
+from services.common.background import cancel_and_wait
 from services.common.keys import RejectedKeys
 from services.common.models import RejectedPostbackRecord
 
@@ -123,9 +124,4 @@ class RejectedFeed:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+        await cancel_and_wait(self._task)
