@@ -19,4 +19,7 @@ class ProcessorSettings(CommonSettings):
     # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     # Faust's working directory (it keeps nothing we need: the state lives in Redis).
     datadir: str = Field("/tmp/pbseg-processor", alias="PROCESSOR_DATADIR")
+    # After SIGTERM/SIGINT the worker ends within this long, even if Faust's graceful stop hangs
+    # (services/processor/worker.py; safe because Redis holds every applied batch atomically).
+    shutdown_timeout_s: float = Field(10.0, alias="PROCESSOR_SHUTDOWN_TIMEOUT_S", gt=0, le=300)
     session_timeout_ms: int = Field(6000, alias="PROCESSOR_SESSION_TIMEOUT_MS", ge=1000)
