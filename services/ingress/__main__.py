@@ -15,8 +15,12 @@ def parse_bind(bind: str, default_port: int) -> tuple[str, int]:
     return (host, int(port)) if sep else (bind, default_port)
 
 
-def serve(settings: IngressSettings) -> None:
+def serve(settings: IngressSettings) -> int:
     host, port = parse_bind(settings.bind, 8080)
+    if settings.server == "native":
+        from services.ingress.http_server import serve_native
+
+        return serve_native(settings, host, port)
     if settings.server == "granian":
         from granian import Granian
         from granian.constants import Interfaces, Loops
@@ -41,6 +45,7 @@ def serve(settings: IngressSettings) -> None:
         uvicorn.run("services.ingress.main:create_app", factory=True, host=host, port=port, workers=settings.workers,
                     http="httptools", loop="uvloop", lifespan="on", access_log=False, log_level="warning",
                     timeout_keep_alive=5)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = IngressSettings()
     if args.bind:
         settings = settings.model_copy(update={"bind": args.bind})
-    serve(settings)
-    return 0
+    return serve(settings)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from services.common.settings import CommonSettings
 class IngressSettings(CommonSettings):
     bind: str = Field("127.0.0.1:8080", alias="INGRESS_BIND")
     # HTTP server, chosen by measurement (docs/benchmarks.md); uvicorn stays selectable.
-    server: Literal["granian", "uvicorn"] = Field("granian", alias="INGRESS_SERVER")
+    server: Literal["native", "granian", "uvicorn"] = Field("granian", alias="INGRESS_SERVER")
     workers: int = Field(1, alias="INGRESS_WORKERS", ge=1, le=64)
     # granian's interface to the app: RSGI (cheaper per request, measured) or ASGI.
     granian_interface: Literal["rsgi", "asgi"] = Field("rsgi", alias="INGRESS_GRANIAN_INTERFACE")
@@ -42,6 +42,12 @@ class IngressSettings(CommonSettings):
     # Granian's HTTP/1 read buffer: bounds the request line plus headers.
     max_header_bytes: int = Field(16_384, alias="INGRESS_MAX_HEADER_BYTES", ge=8192, le=1_048_576)
     header_read_timeout_s: float = Field(5.0, alias="INGRESS_HEADER_READ_TIMEOUT_S", gt=0, le=60)
+    # Native server only (granian and uvicorn have their own): idle keep-alive connections are
+    # closed after this; at most this many requests of one connection are handled at once
+    # (more pipelined ones wait, reading pauses); connections beyond the limit get one 503.
+    keepalive_timeout_s: float = Field(15.0, alias="INGRESS_KEEPALIVE_TIMEOUT_S", gt=0, le=3600)
+    max_pipelined: int = Field(16, alias="INGRESS_MAX_PIPELINED", ge=1, le=1024)
+    max_connections: int = Field(10_000, alias="INGRESS_MAX_CONNECTIONS", ge=1)
 
     # Per-account limit in postbacks/s per ingress process; 0 = off (the default).
     rate_limit_per_s: float = Field(0.0, alias="INGRESS_RATE_LIMIT_PER_S", ge=0)
