@@ -176,19 +176,37 @@ async def outbox_total(redis, prefix: str) -> int:
     return sum([await redis.xlen(PartitionKeys(prefix, p).outbox) for p in range(PARTITIONS)])
 
 
-async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work: Path, run: str) -> dict:
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def redis_cpu_s(redis) -> float:
+    info = await redis.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work: Path, run: str,
+                        tree: Path = ROOT) -> dict:
+    """One worker (the code of `tree`) on the pre-filled topic: applied rate, rate including the
+    outbox drain, and CPU per event of the worker process and of Redis from its first applied
+    batch until the outbox was empty."""
     prefix, group = f"bp{run}", f"bench-proc-{run}"
     env = processor_env(dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap), redis_url, prefix, topic, group, work)
+    if tree != ROOT:
+        env["PYTHONPATH"] = str(tree)
     await ensure_topics(bootstrap, {env["PBSEG_TOPIC_REJECTED"]: 2, env["PBSEG_TOPIC_DEVICE_EVENTS"]: PARTITIONS})
     redis = async_redis(redis_url)
     proc = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"], env,
-                work / "processor.log")
+                work / "processor.log", cwd=tree)
     try:
         first = None
         while True:
             done = await watermark_total(redis, prefix, topic)
             if done and first is None:
                 first, first_done = time.perf_counter(), done
+                cpu0, rcpu0 = proc_cpu_s(proc.p.pid), await redis_cpu_s(redis)
             if done >= n:
                 applied_at = time.perf_counter()
                 break
@@ -198,12 +216,32 @@ async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work
         while await outbox_total(redis, prefix):
             await asyncio.sleep(0.05)
         drained_at = time.perf_counter()
+        cpu1, rcpu1 = proc_cpu_s(proc.p.pid), await redis_cpu_s(redis)
     finally:
         proc.stop()
         await redis.aclose()
-    span = applied_at - first
-    return {"records": n - first_done, "seconds": span, "rate": (n - first_done) / span,
-            "rate_with_publish": (n - first_done) / (drained_at - first)}
+    span, counted = applied_at - first, n - first_done
+    return {"records": counted, "seconds": span, "rate": counted / span,
+            "rate_with_publish": counted / (drained_at - first),
+            "worker_us": (cpu1 - cpu0) / counted * 1e6, "redis_us": (rcpu1 - rcpu0) / counted * 1e6}
+
+
+async def processor_only(args, bootstrap: str, redis_url: str, work: Path, run: str) -> None:
+    """--only processor: the worker alone on one pre-filled topic, alternating with the code of
+    --baseline-tree (e.g. `git archive <commit> | tar -x -C DIR`) when given; prints, writes nothing."""
+    topic = f"bench-proc-{run}"
+    await ensure_topics(bootstrap, {topic: PARTITIONS})
+    devices = max(args.records // 5, 1)
+    log(f"pre-filling {topic} with {args.records} postbacks for {devices} devices ...")
+    await prefill(bootstrap, topic, args.records, devices)
+    trees = [("current", ROOT)] + ([("baseline", Path(args.baseline_tree))] if args.baseline_tree else [])
+    print("| code | round | records | seconds | applied/s | with publish/s | worker CPU us/event | Redis CPU us/event | load |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for rnd in range(args.rounds):
+        for i, (name, tree) in enumerate(trees if rnd % 2 == 0 else trees[::-1]):
+            r = await processor_run(bootstrap, redis_url, topic, args.records, work, f"{run}r{rnd}{name}", tree)
+            print(f"| {name} | {rnd} | {r['records']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate_with_publish']:,.0f} | "
+                  f"{r['worker_us']:.1f} | {r['redis_us']:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 async def memory_run(redis_url: str, devices: int, tid_samples: int, id_len: int) -> dict:
@@ -436,14 +474,24 @@ async def main() -> None:
     ap.add_argument("--rates", default="10000,2000", help="offered postbacks/s, one latency run each")
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/processor.md"))
-    ap.add_argument("--only", choices=["all", "memory"], default="all",
-                    help="memory: run only the memory part and replace only its paragraph in --out")
+    ap.add_argument("--only", choices=["all", "memory", "processor"], default="all",
+                    help="memory: run only the memory part and replace only its paragraph in --out; "
+                         "processor: only the worker's apply rate and CPU per event, printed (nothing written)")
+    ap.add_argument("--rounds", type=int, default=1, help="--only processor: runs per code tree, alternating")
+    ap.add_argument("--baseline-tree", default="", help="--only processor: a checkout to compare against")
     args = ap.parse_args()
     args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     run = f"{int(time.time())}{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="bench-processor."))
     redis_proc, redis_url = start_redis(work)
+    if args.only == "processor":
+        try:
+            await processor_only(args, bootstrap, redis_url, work, run)
+        finally:
+            redis_proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.only == "memory":
         try:
             mem, mem36 = await memory_runs(redis_url, args.mem_devices)
@@ -535,6 +583,7 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         "",
         f"The processor applied {proc['rate']:,.0f} events/s into Redis; including publishing every "
         f"device-event record from the outbox to Kafka it finished at {proc['rate_with_publish']:,.0f}/s. "
+        f"CPU per event over that span: worker process {proc['worker_us']:.1f} us, Redis {proc['redis_us']:.1f} us. "
         f"Target >= 30,000 events/s: **{verdict(proc['rate'] >= 30_000)}**.", "",
         f"**Latency, ingress 2xx -> visible in Redis**, {args.rate_seconds:g} s per target rate, load generators on the "
         f"same 2 cores as the ingress (granian, 1 worker), the processor, Kafka and Redis. Probes are postbacks on new "

@@ -13,13 +13,14 @@
 --           were rejected (they are in ARGV only when they are applicable)
 -- ARGV[5] = "1" to append device-event records to the outbox, "0" not to (rebuild)
 -- ARGV[6] = the events, a JSON array of arrays (one argument: cheap to send, decoded in C by cjson):
---   [offset, account, install_id, event, occurred_at, received_at, tid ("" = none)]
---   all strings but the offset (account ids may exceed 2^53)
+--   [offset, account, install_id, event, occurred_at, received_at, tid ("" = none), bucket]
+--   all strings but the offset and bucket (account ids may exceed 2^53); bucket = the install
+--   id's forward-map bucket, keys.device_index_bucket (SHA-1 in Python: cheaper than in Lua)
 -- ARGV[7] = the events' device-event records as lines "<account>:<install id>\t<head>", one per
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
 --   The script never parses it: it stores it as is, next to what only it knows.
--- Device layout (services/common/keys.py): forward map `<tag>:i:<acct>:<device_bucket(install)>`
+-- Device layout (services/common/keys.py): forward map `<tag>:i:<acct>:<bucket>`
 --   field install id -> dense device number; the device's whole state is ONE string field
 --   `<tag>:v:<acct>:<num // 512>` field `num % 512` = "code=value;code=value;..." in first-seen
 --   order, value "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
@@ -28,6 +29,13 @@
 --   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new and its
 --   `install` record (event id "<event_id>:install") comes first. store.OutboxEntry.records()
 --   turns heads + tokens into the records.
+-- Three passes (docs/architecture.md, "Processor": each cut CPU per event, measured):
+--   1. reads: each distinct device's number (HGET of its forward-map bucket), then its packed
+--      state, one HMGET per state bucket;
+--   2. the records in offset order on the in-memory states (tid checks stay per record: SET NX);
+--   3. writes, grouped: one HSET per state / reverse-map bucket, one BITFIELD (old bits back) +
+--      one HINCRBY + one SADD per touched bitmap, the sequence, the outbox entry, the watermark.
+--   A device's state is parsed and rendered once per batch, however many of its records it holds.
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
 local tag = ARGV[1]
 local tid_ttl = tonumber(ARGV[2])
@@ -37,26 +45,45 @@ local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
 local applied, skipped, dups = 0, 0, 0
 local tokens = {}
 local records = 0
-local known_codes = {}
+local events = cjson.decode(ARGV[6])
 
--- device_bucket(install) comes from device_bucket.lua, prepended by store.py.
-
-local function parse_state(state)
-  -- "code=value;..." -> ordered codes, code -> value
-  local order, values = {}, {}
-  if state then
-    for code, value in string.gmatch(state, '([^;=]+)=([^;]+)') do
-      order[#order + 1] = code
-      values[code] = value
-    end
+local function send(cmd, key, args, width, out)
+  -- `cmd key args...` in calls of at most ~1,000 values (Lua's unpack stops near 8,000), each a
+  -- whole number of `width`-value groups; appends the replies to `out` when given.
+  local step = width * math.floor(1000 / width)
+  for i = 1, #args, step do
+    local r = redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args)))
+    if out then for k = 1, #r do out[#out + 1] = r[k] end end
   end
-  return order, values
 end
 
-local function render_state(order, values)
-  local parts = {}
-  for i, code in ipairs(order) do parts[i] = code .. '=' .. values[code] end
-  return table.concat(parts, ';')
+local function group(groups, keys, key)
+  -- the list of `key` in `groups` (created on first use; `keys` keeps first-use order)
+  local list = groups[key]
+  if not list then
+    list = {}
+    groups[key] = list
+    keys[#keys + 1] = key
+  end
+  return list
+end
+
+-- A device's packed state is kept as ";code=value;code=value..." while the batch runs (a
+-- separator before every entry, so ";<code>=" finds exactly one code) and is searched and
+-- spliced in place: no per-device tables (parsing into tables cost more than the rest).
+local function get(st, code)
+  -- the stored value of `code` (nil = never) and its bounds for `put`
+  local _, j = string.find(st, ';' .. code .. '=', 1, true)
+  if not j then return nil end
+  local k = string.find(st, ';', j + 1, true)
+  return string.sub(st, j + 1, (k or 0) - 1), j, k
+end
+
+local function put(st, code, value, j, k)
+  -- `st` with `code` set to `value` (j, k from `get`; j nil appends the code)
+  if not j then return st .. ';' .. code .. '=' .. value end
+  if k then return string.sub(st, 1, j) .. value .. string.sub(st, k) end
+  return string.sub(st, 1, j) .. value
 end
 
 local function bump(cur, ts)
@@ -71,20 +98,49 @@ local function bump(cur, ts)
   return first .. ':' .. last .. ':' .. count, count
 end
 
-local function index(acct, code, num)
-  -- The per-code device counter moves only when the bit was not set before, so it equals the
-  -- bitmap's BITCOUNT, committed in the same script (the overview reads it instead of BITCOUNT).
-  if redis.call('SETBIT', tag .. ':s:' .. acct .. ':' .. code, num, 1) == 0 then
-    redis.call('HINCRBY', tag .. ':cnt:' .. acct, code, 1)
-  end
-  local ck = acct .. ':' .. code
-  if not known_codes[ck] then
-    redis.call('SADD', tag .. ':codes:' .. acct, code)
-    known_codes[ck] = true
-  end
+local function place(dev, num)
+  dev.num = num
+  dev.vkey = tag .. ':v:' .. dev.acct .. ':' .. math.floor(num / 512)
+  dev.field = num % 512
 end
 
-local events = cjson.decode(ARGV[6])
+-- Pass 1, reads only: every distinct device of the records above the watermark - its dense
+-- number from the forward map, then the packed states, one HMGET per state bucket.
+local devices = {}  -- "<account>:<install id>" -> {acct, install, ikey, num, vkey, field, state}
+local to_read, read_keys = {}, {}
+for _, e in ipairs(events) do
+  if e[1] > watermark then
+    local dk = e[2] .. ':' .. e[3]
+    if not devices[dk] then
+      local dev = {acct = e[2], install = e[3], ikey = tag .. ':i:' .. e[2] .. ':' .. e[8]}
+      devices[dk] = dev
+      local num = redis.call('HGET', dev.ikey, dev.install)
+      if num then
+        place(dev, tonumber(num))
+        table.insert(group(to_read, read_keys, dev.vkey), dev)
+      end
+    end
+  end
+end
+for _, vkey in ipairs(read_keys) do
+  local list, fields, states = to_read[vkey], {}, {}
+  for i, dev in ipairs(list) do fields[i] = dev.field end
+  send('HMGET', vkey, fields, 1, states)
+  for i, dev in ipairs(list) do dev.state = states[i] and (';' .. states[i]) or '' end
+end
+
+-- Pass 2, in offset order: the semantics, on the in-memory states.
+local seqs, seq_accts = {}, {}  -- account -> last dense number handed out (read on first use)
+local bits, bit_keys = {}, {}  -- "<account>:<code>" -> {acct, code, nums...} bits to set
+local dirty = {}  -- devices whose state changed, in first-change order
+local created = {}  -- new devices, in numbering order
+
+local function index(dev, code)
+  local list = group(bits, bit_keys, dev.acct .. ':' .. code)
+  list.acct, list.code = dev.acct, code
+  list[#list + 1] = dev.num
+end
+
 for _, e in ipairs(events) do
   local offset = e[1]
   if offset <= watermark then
@@ -112,53 +168,85 @@ for _, e in ipairs(events) do
       dups = dups + 1
       tokens[#tokens + 1] = '-'
     else
-      local ikey = tag .. ':i:' .. acct .. ':' .. device_bucket(install)
-      local num = redis.call('HGET', ikey, install)
-      local order, values = {}, {}
+      local dev = devices[acct .. ':' .. install]
       local install_postback = false
       local prefix = ''
-      if not num then
-        num = redis.call('INCR', tag .. ':seq:' .. acct)
-        redis.call('HSET', ikey, install, num)
-        redis.call('HSET', tag .. ':n:' .. acct .. ':' .. math.floor(num / 512), num % 512, install)
-        index(acct, 'install', num)
-        order[1] = 'install'
-        values['install'] = ts
+      if not dev.num then
+        local seq = seqs[acct]
+        if not seq then
+          seq = tonumber(redis.call('GET', tag .. ':seq:' .. acct) or '0')
+          seq_accts[#seq_accts + 1] = acct
+        end
+        seq = seq + 1
+        seqs[acct] = seq
+        place(dev, seq)
+        created[#created + 1] = dev
+        dev.state = ';install=' .. ts
+        index(dev, 'install')
         -- an install postback on a new device IS the device's install occurrence
         install_postback = code == 'install'
         if not install_postback then
           prefix = '+'
           records = records + 1
         end
-      else
-        num = tonumber(num)
-        order, values = parse_state(redis.call('HGET', tag .. ':v:' .. acct .. ':' .. math.floor(num / 512), num % 512))
       end
-      num = tonumber(num)
       local count, ordinal = 1, ''
       if not install_postback then
+        local cur, j, k = get(dev.state, code)
         local new_value
-        new_value, count = bump(values[code], ts)
-        if not values[code] then order[#order + 1] = code end
-        values[code] = new_value
-        if count == 1 then index(acct, code, num) end
+        new_value, count = bump(cur, ts)
+        dev.state = put(dev.state, code, new_value, j, k)
+        if count == 1 then index(dev, code) end
         if code == 'dep' then
           ordinal = tostring(count)
           if count >= 2 then
             -- dep_<n> is reached once per device: always a first occurrence
             local dn = 'dep_' .. count
-            if not values[dn] then order[#order + 1] = dn end
-            values[dn] = ts
-            index(acct, dn, num)
+            local _, dj, dk = get(dev.state, dn)
+            dev.state = put(dev.state, dn, ts, dj, dk)
+            index(dev, dn)
           end
         end
       end
-      redis.call('HSET', tag .. ':v:' .. acct .. ':' .. math.floor(num / 512), num % 512, render_state(order, values))
+      if not dev.dirty then
+        dev.dirty = true
+        dirty[#dirty + 1] = dev
+      end
       tokens[#tokens + 1] = prefix .. ordinal .. (count == 1 and ':1' or ':0')
       records = records + 1
       applied = applied + 1
     end
   end
+end
+
+-- Pass 3, writes: grouped per key (one multi-field command per bucket, bitmap and counter).
+local writes, write_keys = {}, {}
+for _, dev in ipairs(created) do
+  redis.call('HSET', dev.ikey, dev.install, dev.num)
+  local list = group(writes, write_keys, tag .. ':n:' .. dev.acct .. ':' .. math.floor(dev.num / 512))
+  list[#list + 1] = dev.field
+  list[#list + 1] = dev.install
+end
+for _, acct in ipairs(seq_accts) do redis.call('SET', tag .. ':seq:' .. acct, seqs[acct]) end
+for _, dev in ipairs(dirty) do
+  local list = group(writes, write_keys, dev.vkey)
+  list[#list + 1] = dev.field
+  list[#list + 1] = string.sub(dev.state, 2)
+end
+for _, key in ipairs(write_keys) do send('HSET', key, writes[key], 2) end
+for _, ck in ipairs(bit_keys) do
+  -- The per-code device counter moves by the bits that turned 0 -> 1, so it equals the
+  -- bitmap's BITCOUNT, committed in the same script (the overview reads it instead of BITCOUNT).
+  local list = bits[ck]
+  local args, old = {}, {}
+  for i, num in ipairs(list) do
+    args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', num, 1
+  end
+  send('BITFIELD', tag .. ':s:' .. list.acct .. ':' .. list.code, args, 4, old)
+  local turned = 0
+  for _, v in ipairs(old) do if v == 0 then turned = turned + 1 end end
+  if turned > 0 then redis.call('HINCRBY', tag .. ':cnt:' .. list.acct, list.code, turned) end
+  redis.call('SADD', tag .. ':codes:' .. list.acct, list.code)
 end
 if emit_records and records > 0 then
   redis.call('XADD', tag .. ':outbox', '*', 'h', ARGV[7], 't', table.concat(tokens, ','))

@@ -14,7 +14,7 @@ from services.common.models import DeviceEventRecord
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
-_SCRIPT = (_HERE / "device_bucket.lua").read_text() + (_HERE / "apply_batch.lua").read_text()
+_SCRIPT = (_HERE / "apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True)

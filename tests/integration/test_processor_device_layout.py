@@ -1,10 +1,9 @@
-"""The device layout written by apply_batch.lua on the real Redis: the Lua bucket function equals
-Python's (shared vectors), devices land where keys.py says, buckets stay listpack-encoded, and
-the per-code counters equal the bitmaps' BITCOUNT on random data, redelivery included."""
+"""The device layout written by apply_batch.lua on the real Redis: devices land where keys.py
+says (the forward-map bucket is computed by planning.py), buckets stay listpack-encoded, and the
+per-code counters equal the bitmaps' BITCOUNT on random data, redelivery included; batches big
+enough that the script's grouped writes are split into several commands."""
 
-import json
 import random
-from pathlib import Path
 
 from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket, parse_device_state, parse_event_value
 from services.common.models import PostbackRecord
@@ -12,16 +11,8 @@ from services.processor.planning import plan_partition_batch
 from services.processor.reference import ReferenceDeviceState
 from services.processor.store import DeviceStateStore
 
-BUCKET_LUA = (Path(__file__).parents[2] / "services/processor/device_bucket.lua").read_text()
-VECTORS = json.loads((Path(__file__).parents[1] / "unit/device_bucket_vectors.json").read_text())  # shared with the unit test
 T0 = 1_700_000_000_000
 DAY = 86_400_000
-
-
-async def test_lua_bucket_equals_python_on_the_shared_vectors(redis_client):
-    got = await redis_client.eval(BUCKET_LUA + "\nlocal out = {} for i, s in ipairs(ARGV) do out[i] = device_bucket(s) end "
-                                  "return out", 0, *[v["input"] for v in VECTORS])
-    assert [int(x) for x in got] == [v["bucket"] for v in VECTORS]
 
 
 async def _delete(redis, prefix):
@@ -91,5 +82,45 @@ async def test_random_postbacks_match_the_reference_key_by_key(redis_client, key
         snapshot = {p: await redis_client.hgetall(PartitionKeys(key_prefix, p).device_counts(1)) for p in range(partitions)}
         await store.apply_batches([plan_partition_batch(p, msgs, T0, emit=False) for p, msgs in messages.items()])
         assert {p: await redis_client.hgetall(PartitionKeys(key_prefix, p).device_counts(1)) for p in range(partitions)} == snapshot
+    finally:
+        await _delete(redis_client, key_prefix)
+
+
+async def test_one_big_batch_splits_its_grouped_writes_and_matches_the_reference(redis_client, key_prefix):
+    """One partition batch of 6,000 postbacks on 2,500 devices (new ones first: 2,500 install bits
+    in one BITFIELD, 512 fields per state bucket in one HSET - both over the script's 1,000 values
+    per command), then a second batch on the same devices (state buckets read by HMGET): states,
+    reverse map, counters and the script's replies equal the reference."""
+    store = DeviceStateStore(redis_client, key_prefix, "big", 30 * DAY)
+    ref = ReferenceDeviceState(30 * DAY)
+    rng = random.Random(5)
+    batches, offset = [], 0
+    for n in (3_000, 3_000):
+        msgs = []
+        for i in range(n):
+            install = f"big-{i % 2_500}" if offset < 2_500 else f"big-{rng.randrange(2_500)}"
+            event = rng.choice(("reg", "dep", "open_app"))
+            record = PostbackRecord(event_id=f"b{offset}", account_id=7, install_id=install, event=event,
+                                    occurred_at=T0 + rng.randrange(100_000), received_at=T0 + offset,
+                                    tid=f"t{rng.randrange(4)}" if event == "dep" else None)
+            ref.apply(record)
+            msgs.append((offset, record.model_dump_json(by_alias=True).encode()))
+            offset += 1
+        batches.append(msgs)
+    try:
+        replies = [await store.apply_batches([plan_partition_batch(0, msgs, T0, emit=False)]) for msgs in batches]
+        assert sum(r[0].applied + r[0].duplicate_tids for r in replies) == 6_000
+        assert sum(r[0].duplicate_tids for r in replies) > 0
+        keys = PartitionKeys(key_prefix, 0)
+        assert int(await redis_client.get(keys.device_seq(7))) == 2_500
+        for (account, install), expected in ref.devices.items():
+            num = int(await redis_client.hget(keys.device_index(account, device_index_bucket(install)), install))
+            value = await redis_client.hget(keys.device_states(account, num // NAMES_BUCKET), num % NAMES_BUCKET)
+            assert {c: parse_event_value(v) for c, v in parse_device_state(value).items()} == \
+                {c: (s.first, s.last, s.count) for c, s in expected.items()}, install
+            assert (await redis_client.hget(keys.device_names(account, num // NAMES_BUCKET), num % NAMES_BUCKET)).decode() == install
+        counters = {c.decode(): int(n) for c, n in (await redis_client.hgetall(keys.device_counts(7))).items()}
+        assert counters == ref.device_counts(7)
+        assert counters == {c: await redis_client.bitcount(keys.segment(7, c)) for c in counters}
     finally:
         await _delete(redis_client, key_prefix)

@@ -6,6 +6,7 @@ import pytest
 from services.common.keys import parse_event_value
 from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback, rejection_labels
+from services.common.keys import device_index_bucket
 from services.processor.planning import FIELDS_PER_EVENT, plan_partition_batch
 from services.processor.rejections import rejected_message
 from services.processor.store import OutboxEntry
@@ -90,7 +91,8 @@ def test_planning_keeps_offsets_of_rejected_records_in_the_watermark():
     assert batch.applicable == 2 and batch.size == 4
     assert [r.offset for r in batch.rejected] == [11, 13]
     assert len(batch.events) == 2 and all(len(e) == FIELDS_PER_EVENT for e in batch.events)
-    assert batch.events[0] == [10, "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1"]
+    assert batch.events[0] == [10, "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1",
+                               device_index_bucket("dev-1")]
     assert orjson.loads(batch.script_events())[1][0] == 12
     assert len(batch.script_lines().split(b"\n")) == 2
 

@@ -1,4 +1,4 @@
-"""The device layout's pure parts (services/common/keys.py): the bucket hash shared with Lua and
+"""The device layout's pure parts (services/common/keys.py): the forward-map bucket hash and
 the packed device state. No network."""
 
 import json
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from services.common.keys import (DEVICE_INDEX_BUCKETS, bucket_hash, device_index_bucket, format_device_state,
                                   format_event_value, parse_device_state, parse_event_value)
 
-# Shared with tests/integration/test_processor_device_layout.py, which runs services/processor/device_bucket.lua on them.
+# SHA-1 test vectors: the bucket is part of the stored layout (changing it needs `pbseg rebuild`).
 VECTORS = json.loads((Path(__file__).parent / "device_bucket_vectors.json").read_text())
 
 
