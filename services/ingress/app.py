@@ -19,8 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.background import cancel_and_wait
 from services.common.clock import Clock
-from services.common.ids import new_event_id
 from services.ingress.catalog_cache import CatalogCache
+from services.ingress.event_ids import EventIds
 from services.ingress.metrics import IngressMetrics
 from services.ingress.parsing import PostbackRules, RejectedPostback, parse_postback
 from services.ingress.producer import ProduceFailed, RecordProducer
@@ -97,6 +97,7 @@ class IngressApp:
         self.rules = PostbackRules(settings.max_query_bytes, settings.max_future_skew_s * 1000)
         self.rate_limit = AccountRateLimit(settings.rate_limit_per_s, settings.rate_limit_burst)
         self.kafka_ok = False
+        self._event_ids = EventIds()
         self._probe_task: asyncio.Task | None = None
         self._kafka_warning = _Throttled("kafka_produce_failed")
         self._dropped_warning = _Throttled("rejected_record_dropped")
@@ -253,7 +254,7 @@ class IngressApp:
                     f"account {parsed.account_id} sends more than {self.settings.rate_limit_per_s:g} postbacks/s; retry after {wait_s} s",
                     parsed.account_id)
                 return self._reject(rejection, query, [("retry-after", str(wait_s))])
-        event_id = new_event_id(now)
+        event_id = self._event_ids.new(now)
         started = perf_counter()
         try:
             await self.producer.deliver(self.settings.topic_postbacks, postback_key(parsed.account_id, parsed.install_id),

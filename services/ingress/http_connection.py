@@ -176,7 +176,10 @@ class HttpConnection(asyncio.Protocol):
                 return
             fatal = self._fatal
             if fatal is None:
-                fatal = (400, "malformed_request", f"the request is not valid HTTP/1.1 ({str(exc)[:100]})")
+                if "Content-Length" in str(exc):
+                    fatal = (400, "invalid_content_length", f"Content-Length must be one number ({exc})")
+                else:
+                    fatal = (400, "malformed_request", f"the request is not valid HTTP/1.1 ({str(exc)[:100]})")
             self._fail(*fatal)
 
     def eof_received(self):
@@ -353,6 +356,7 @@ class HttpConnection(asyncio.Protocol):
         then the connection closes."""
         self._stop_reading()
         self._linger = True
+        self.app.metrics.count("rejected", error)
         slot = _Slot(False, False)
         slot.reply = self._error_reply(status, error, message, slot)
         self._slots.append(slot)
@@ -405,6 +409,9 @@ class HttpConnection(asyncio.Protocol):
     def shutdown(self) -> None:
         """Graceful stop: read no more requests, finish the ones read, then close."""
         if self.transport is None:
+            return
+        if self._state == LINGER:
+            self.transport.close()
             return
         self._stop_reading()
         self._close_if_done()

@@ -59,9 +59,10 @@ def make_app(**overrides) -> tuple[IngressApp, FakeProducer]:
 INTERFACE = "asgi"
 
 
-@pytest.fixture(autouse=True, params=["asgi", "rsgi"])
+@pytest.fixture(autouse=True, params=["asgi", "rsgi", "native"])
 def interface(request):
-    """Every test runs through both server interfaces: RSGI (granian, production) and ASGI (uvicorn)."""
+    """Every test runs through each server interface: RSGI (granian), ASGI (uvicorn) and the
+    native server's connection protocol (bytes in, bytes out; tests/unit/test_ingress_http_server.py)."""
     global INTERFACE
     INTERFACE = request.param
     yield request.param
@@ -71,6 +72,8 @@ def interface(request):
 async def call(app, path="/api/postback/", query=b"", method="GET", headers=(), body_chunks=(b"",), slow=False):
     if INTERFACE == "rsgi":
         return await call_rsgi(app, path, query, method, headers, body_chunks, slow)
+    if INTERFACE == "native":
+        return await call_native(app, path, query, method, headers, body_chunks, slow)
     chunks = list(body_chunks)
     sent = []
 
@@ -128,6 +131,28 @@ async def call_rsgi(app, path, query, method, headers, body_chunks, slow):
     await app.__rsgi__(RsgiScope(method, path, query, headers), protocol)
     [(status, reply_headers, body)] = protocol.replies  # exactly one reply
     return status, {k.encode(): v.encode() for k, v in reply_headers}, body
+
+
+async def call_native(app, path, query, method, headers, body_chunks, slow):
+    from urllib.parse import quote_from_bytes
+
+    from services.ingress.http_server import limits_from
+    from test_ingress_http_server import Native
+
+    # What a real client puts on the wire: bytes a request line cannot carry are %-escaped.
+    target = path.encode() + (b"?" + quote_from_bytes(query, safe=bytes(range(0x21, 0x7f)).replace(b"#", b"")).encode()
+                              if query else b"")
+    head = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: t\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+    chunked = any(k == b"transfer-encoding" for k, _ in headers)
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in body_chunks if c) + b"0\r\n\r\n" if chunked else b"".join(body_chunks)
+    native = Native(app, **{k: getattr(limits_from(app.settings), k) for k in ("max_header_bytes", "max_body_bytes", "body_timeout_s")})
+    native.send(head + b"\r\n" + (b"" if slow else body))
+    await native.settle()
+    if slow:
+        native.advance(app.settings.body_read_timeout_s + 1)
+        await native.settle()
+    status, reply_headers, reply_body = native.replies(heads=1 if method == "HEAD" else 0)[0]
+    return status, {k.encode(): v.encode() for k, v in reply_headers.items()}, reply_body
 
 
 async def test_rsgi_body_shorter_than_its_content_length_is_incomplete():
@@ -253,6 +278,9 @@ async def test_rejected_records_are_dropped_and_counted_when_too_many_are_pendin
 async def test_garbage_never_escapes_and_gets_4xx_json(query, method, path):
     app, producer = make_app()
     status, headers, body = await call(app, path=path, query=query, method=method)
+    if INTERFACE == "native" and method == "HEAD":  # a HEAD reply has no body
+        assert 400 <= status < 500 and body == b"" and producer.delivered == []
+        return
     reply = orjson.loads(body)
     if status == 200:
         assert reply["status"] == "accepted" and len(producer.delivered) == 1
