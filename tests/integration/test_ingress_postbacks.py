@@ -1,4 +1,4 @@
-"""The ingress as a real process (granian) against the real broker and Redis: records on the
+"""The ingress as a real process (the native server and granian) against the real broker and Redis: records on the
 topic with the right key and schema, rejections on the rejected topic, the postback secret,
 catalog changes within 1 s, and the HTTP limits enforced by the server."""
 
@@ -60,8 +60,8 @@ class Ingress:
         return await client.get(f"{self.url}/api/postback/", params=params)
 
 
-@pytest.fixture(scope="module")
-async def ingress(infra):
+@pytest.fixture(scope="module", params=["native", "granian"])
+async def ingress(infra, request):
     from services.common.redis_conn import async_redis
 
     tag = uuid.uuid4().hex[:10]
@@ -69,7 +69,7 @@ async def ingress(infra):
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=infra.kafka, REDIS_URL=infra.redis_url,
                PBSEG_KEY_PREFIX=f"ti{tag}", PBSEG_TOPIC_POSTBACKS=f"postbacks-{tag}",
                PBSEG_TOPIC_REJECTED=f"rejected-{tag}", INGRESS_BIND=f"127.0.0.1:{port}",
-               INGRESS_SERVER="granian", INGRESS_HEADER_READ_TIMEOUT_S="1", INGRESS_BODY_READ_TIMEOUT_S="1")
+               INGRESS_SERVER=request.param, INGRESS_HEADER_READ_TIMEOUT_S="1", INGRESS_BODY_READ_TIMEOUT_S="1")
     await ensure_topics(infra.kafka, {env["PBSEG_TOPIC_POSTBACKS"]: 4, env["PBSEG_TOPIC_REJECTED"]: 2})
     name = f"test-{tag}-ingress"
     url = f"http://127.0.0.1:{port}"
