@@ -188,7 +188,7 @@ async def redis_cpu_s(redis) -> float:
 
 
 async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work: Path, run: str,
-                        tree: Path = ROOT) -> dict:
+                        tree: Path = ROOT, max_batch: int = 0) -> dict:
     """One worker (the code of `tree`) on the pre-filled topic: applied rate, rate including the
     outbox drain, and CPU per event of the worker process and of Redis from its first applied
     batch until the outbox was empty."""
@@ -196,6 +196,8 @@ async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work
     env = processor_env(dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=bootstrap), redis_url, prefix, topic, group, work)
     if tree != ROOT:
         env["PYTHONPATH"] = str(tree)
+    if max_batch:
+        env["PROCESSOR_MAX_BATCH"] = str(max_batch)
     await ensure_topics(bootstrap, {env["PBSEG_TOPIC_REJECTED"]: 2, env["PBSEG_TOPIC_DEVICE_EVENTS"]: PARTITIONS})
     redis = async_redis(redis_url)
     proc = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"], env,
@@ -235,12 +237,13 @@ async def processor_only(args, bootstrap: str, redis_url: str, work: Path, run: 
     log(f"pre-filling {topic} with {args.records} postbacks for {devices} devices ...")
     await prefill(bootstrap, topic, args.records, devices)
     trees = [("current", ROOT)] + ([("baseline", Path(args.baseline_tree))] if args.baseline_tree else [])
-    print("| code | round | records | seconds | applied/s | with publish/s | worker CPU us/event | Redis CPU us/event | load |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    runs = [(name, tree, int(b)) for name, tree in trees for b in (args.max_batches or "0").split(",")]
+    print("| code | PROCESSOR_MAX_BATCH | round | records | seconds | applied/s | with publish/s | worker CPU us/event | Redis CPU us/event | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for rnd in range(args.rounds):
-        for i, (name, tree) in enumerate(trees if rnd % 2 == 0 else trees[::-1]):
-            r = await processor_run(bootstrap, redis_url, topic, args.records, work, f"{run}r{rnd}{name}", tree)
-            print(f"| {name} | {rnd} | {r['records']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate_with_publish']:,.0f} | "
+        for i, (name, tree, batch) in enumerate(runs if rnd % 2 == 0 else runs[::-1]):
+            r = await processor_run(bootstrap, redis_url, topic, args.records, work, f"{run}r{rnd}{name}{batch}", tree, batch)
+            print(f"| {name} | {batch or 'default'} | {rnd} | {r['records']:,} | {r['seconds']:.2f} | {r['rate']:,.0f} | {r['rate_with_publish']:,.0f} | "
                   f"{r['worker_us']:.1f} | {r['redis_us']:.1f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
@@ -479,6 +482,7 @@ async def main() -> None:
                          "processor: only the worker's apply rate and CPU per event, printed (nothing written)")
     ap.add_argument("--rounds", type=int, default=1, help="--only processor: runs per code tree, alternating")
     ap.add_argument("--baseline-tree", default="", help="--only processor: a checkout to compare against")
+    ap.add_argument("--max-batches", default="", help="--only processor: PROCESSOR_MAX_BATCH values to compare, e.g. 2000,5000,20000")
     args = ap.parse_args()
     args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")

@@ -5,7 +5,8 @@ redis-server. Reports, per event: the worker's Python CPU for planning and for t
 (argument encoding, pipeline, reply), Redis' CPU (INFO used_cpu_user+sys deltas) and
 INFO commandstats of the run (EVALSHA usec per call, XADD, ...).
 
-`--script A.lua,B.lua` applies the same records once per apply-script variant (fresh key
+`--script A.lua,B.lua` applies the same records once per apply-script variant (e.g. an older
+apply_batch.lua from `git show <commit>:services/processor/apply_batch.lua`) (fresh key
 prefixes, alternating `--rounds` times) for an A/B in one run; default: the live script.
 Run: .venv/bin/python bench/processor/profile_apply.py [--records N] [--batch 5000] [--rounds 2]
 Prints markdown; writes nothing."""
@@ -53,6 +54,17 @@ def polls(n: int, devices: int, batch: int):
     return out
 
 
+# Scripts before 2026-11-26 13:10 hashed the install id in Lua (device_bucket.lua, prepended).
+BUCKET_LUA = """local function device_bucket(install)
+  return tonumber(string.sub(redis.sha1hex(install), 1, 8), 16) % 4096
+end
+"""
+
+
+def with_bucket(text: str) -> str:
+    return BUCKET_LUA + text if "device_bucket(" in text and "function device_bucket" not in text else text
+
+
 async def redis_cpu(redis) -> float:
     info = await redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
@@ -88,13 +100,11 @@ async def main() -> None:
     ap.add_argument("--records", type=int, default=300_000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--script", default="", help="comma-separated apply-script variants (device_bucket.lua is prepended)")
+    ap.add_argument("--script", default="", help="comma-separated apply-script files")
     ap.add_argument("--no-emit", action="store_true")
     ap.add_argument("--no-aof", action="store_true", help="CONFIG SET appendonly no (to see the AOF's share)")
     args = ap.parse_args()
-    here = Path(store_mod.__file__).parent
-    bucket = (here / "device_bucket.lua").read_text()
-    variants = [(s, bucket + Path(s).read_text()) for s in args.script.split(",") if s] or [("live", store_mod._SCRIPT)]
+    variants = [(s, with_bucket(Path(s).read_text())) for s in args.script.split(",") if s] or [("live", store_mod._SCRIPT)]
     data = polls(args.records, max(args.records // 5, 1), args.batch)
     work = Path(tempfile.mkdtemp(prefix="profile-apply."))
     proc, url = start_redis(work)
