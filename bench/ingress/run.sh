@@ -6,8 +6,9 @@
 #
 # Knobs: BENCH_INGRESS_DURATION (s, default 15), BENCH_INGRESS_CONNECTIONS (64),
 # BENCH_INGRESS_THREADS (wrk threads, 1), BENCH_INGRESS_DEVICES (10000),
-# BENCH_INGRESS_CONFIGS (server:workers:kafka client[:granian interface], default below: the
-# production default first, then the alternatives it was chosen over, in the same run).
+# BENCH_INGRESS_CONFIGS (server:workers:kafka client[:granian interface], server native, granian
+# or uvicorn; default below: the production default first, then the alternatives it was chosen
+# over, in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -16,7 +17,7 @@ DURATION=${BENCH_INGRESS_DURATION:-15}
 CONNS=${BENCH_INGRESS_CONNECTIONS:-64}
 THREADS=${BENCH_INGRESS_THREADS:-1}
 DEVICES=${BENCH_INGRESS_DEVICES:-10000}
-CONFIGS=${BENCH_INGRESS_CONFIGS:-"granian:1:confluent:rsgi granian:1:confluent:asgi granian:1:aiokafka:rsgi uvicorn:1:confluent granian:2:confluent:rsgi"}
+CONFIGS=${BENCH_INGRESS_CONFIGS:-"native:1:confluent granian:1:confluent:rsgi granian:1:confluent:asgi native:1:aiokafka uvicorn:1:confluent native:2:confluent"}
 WARMUP=3
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390/0}
@@ -99,7 +100,7 @@ run_no=0
 for cfg in $CONFIGS; do
   run_no=$((run_no + 1))
   IFS=: read -r server workers client iface <<<"$cfg"
-  [ "$server" = granian ] && iface=${iface:-rsgi} || iface=asgi
+  case $server in granian) iface=${iface:-rsgi} ;; uvicorn) iface=asgi ;; *) iface=- ;; esac
   tag="$run_no-$server-$iface-w$workers-$client"
   prefix="bench-$RUN-$tag"
   topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
@@ -107,7 +108,7 @@ for cfg in $CONFIGS; do
   port=$(free_port)
   echo "--- ingress $tag (account $ACCOUNT), ${WARMUP}s warm-up + ${DURATION}s"
   PBSEG_KEY_PREFIX=$prefix PBSEG_TOPIC_POSTBACKS=$topic PBSEG_TOPIC_REJECTED=$rejected \
-    INGRESS_SERVER=$server INGRESS_GRANIAN_INTERFACE=$iface INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
+    INGRESS_SERVER=$server INGRESS_GRANIAN_INTERFACE=${iface/#-/rsgi} INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
     setsid "$PY" -m services.ingress > "$WORK/$tag.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   if ! wait_http "http://127.0.0.1:$port/readyz" 60; then echo "ingress $tag did not become ready:"; tail -20 "$WORK/$tag.log"; exit 1; fi

@@ -30,7 +30,7 @@ from services.ingress.settings import IngressSettings
 
 log = structlog.get_logger("ingress")
 
-_JSON = [("content-type", "application/json")]
+_JSON = JSON_HEADERS = [("content-type", "application/json")]
 _RETRY_1 = [("content-type", "application/json"), ("retry-after", "1")]
 _POSTBACK_PATHS = frozenset({"/api/postback/", "/api/postback"})
 # Rejections that depend on the catalog: checked against a fresh snapshot before replying.

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -38,6 +39,7 @@ import httptools
 import orjson
 import structlog
 
+from services.ingress.app import JSON_HEADERS
 from services.ingress.parsing import RejectedPostback
 
 log = structlog.get_logger("ingress.http")
@@ -49,7 +51,7 @@ IDLE, HEADERS, BODY, LINGER = 0, 1, 2, 3
 LINGER_S = 2.0
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
-_CONTENT_JSON = [("content-type", "application/json")]
+_CONTENT_JSON = JSON_HEADERS  # the app's own list: replies with it take a precomputed header line
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _CLOSE = b"connection: close\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -90,11 +92,10 @@ class _ProtocolError(Exception):
 class _Slot:
     """One request between being read and its reply being written."""
 
-    __slots__ = ("task", "reply", "keep_alive", "head")
+    __slots__ = ("reply", "keep_alive", "head")
 
     def __init__(self, keep_alive: bool, head: bool):
-        self.task: asyncio.Task | None = None
-        self.reply: bytes | None = None  # set when the reply is known without the app (or done)
+        self.reply: tuple | None = None  # (status, headers, body), once known
         self.keep_alive = keep_alive
         self.head = head
 
@@ -265,9 +266,9 @@ class HttpConnection(asyncio.Protocol):
         """The body will not be read (too large, too slow, cut short): answer the request
         now with `rejection` as its body's verdict, then close."""
         self._body_rejection = rejection
+        self._linger = True
         self._complete(close=True)
         self._stop_reading()
-        self._linger = True
 
     def _enqueue(self, method: str, url: bytes, keep_alive, body_rejection) -> None:
         slot = _Slot(keep_alive, method == "HEAD")
@@ -285,22 +286,35 @@ class HttpConnection(asyncio.Protocol):
         else:
             read_body = None
         self._running += 1
-        task = self.server.loop.create_task(self.app.handle(method, path.decode("latin-1"), query.decode("latin-1"), read_body))
-        slot.task = task
-        task.add_done_callback(self._on_done)
+        self._step(slot, self.app.handle(method, path.decode("latin-1"), query.decode("latin-1"), read_body))
 
-    def _on_done(self, task: asyncio.Task) -> None:
+    def _step(self, slot: _Slot, coro, _done=None) -> None:
+        """Drive the app's coroutine without an asyncio.Task: run it until it waits for a
+        future, resume it when that future is done (Kafka's acknowledgement, mostly). A
+        Task per request would add a loop callback to start it and one to report it done,
+        and the app needs nothing of a Task's (no cancellation, no asyncio.timeout on this path)."""
+        try:
+            waiting_for = coro.send(None)
+        except StopIteration as finished:
+            slot.reply = finished.value
+            self._on_done()
+            return
+        except Exception as exc:  # noqa: BLE001 - a bug, not the client's fault: logged, 500
+            log.error("ingress_request_failed", error=repr(exc), exc_info=exc)
+            slot.reply = (500, _CONTENT_JSON, orjson.dumps({"error": "internal_error", "message": "the server failed on this request; retry"}))
+            self._on_done()
+            return
+        if waiting_for is None:  # a bare yield (asyncio.sleep(0))
+            self.server.loop.call_soon(self._step, slot, coro)
+        else:
+            waiting_for._asyncio_future_blocking = False
+            waiting_for.add_done_callback(functools.partial(self._step, slot, coro))
+
+    def _on_done(self) -> None:
         self._running -= 1
         slots = self._slots
-        while slots:
-            slot = slots[0]
-            if slot.reply is None:
-                task = slot.task
-                if task is None or not task.done():
-                    break
-                slot.reply = self._encode(task, slot)
-            slots.popleft()
-            self._write(slot)
+        while slots and slots[0].reply is not None:
+            self._write(slots.popleft())
         waiting = self._waiting
         while waiting and self._running < self.limits.max_pipelined:
             self._start(*waiting.popleft())
@@ -309,19 +323,12 @@ class HttpConnection(asyncio.Protocol):
             self._close_if_done()
         self._update_reading()
 
-    def _encode(self, task: asyncio.Task, slot: _Slot) -> bytes:
-        if task.cancelled():
-            return self._error_reply(503, "shutting_down", "the server stopped before answering; retry", slot)
-        exc = task.exception()
-        if exc is not None:
-            log.error("ingress_request_failed", error=repr(exc), exc_info=exc)
-            return self._error_reply(500, "internal_error", "the server failed on this request; retry", slot)
-        status, headers, body = task.result()
-        return self._reply_bytes(status, headers, body, slot)
-
-    def _reply_bytes(self, status: int, headers, body: bytes, slot: _Slot) -> bytes:
+    def _encode(self, slot: _Slot) -> bytes:
+        """The reply's bytes, when it is its turn to be written (the connection header
+        depends on what comes after it)."""
+        status, headers, body = slot.reply
         keep_alive = slot.keep_alive
-        if keep_alive is False or self._closing and len(self._slots) <= 1:
+        if keep_alive is False or self._closing and not self._slots:
             slot.keep_alive = keep_alive = False
             conn = _CLOSE
         else:
@@ -331,14 +338,11 @@ class HttpConnection(asyncio.Protocol):
         head += b"content-length: %d\r\n" % len(body) + self.server.date_line + conn + b"\r\n"
         return head if slot.head else head + body
 
-    def _error_reply(self, status: int, error: str, message: str, slot: _Slot) -> bytes:
-        return self._reply_bytes(status, _CONTENT_JSON, orjson.dumps({"error": error, "message": message}), slot)
-
     def _write(self, slot: _Slot) -> None:
         transport = self.transport
         if transport is None:
             return
-        transport.write(slot.reply)
+        transport.write(self._encode(slot))
         if slot.keep_alive is False:
             self._stop_reading()
             self._slots.clear()
@@ -358,7 +362,7 @@ class HttpConnection(asyncio.Protocol):
         self._linger = True
         self.app.metrics.count("rejected", error)
         slot = _Slot(False, False)
-        slot.reply = self._error_reply(status, error, message, slot)
+        slot.reply = (status, _CONTENT_JSON, orjson.dumps({"error": error, "message": message}))
         self._slots.append(slot)
         if len(self._slots) == 1:
             self._slots.popleft()
@@ -367,7 +371,7 @@ class HttpConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ flow control
     def _stop_reading(self) -> None:
         self._closing = True
-        if self.transport is not None and not self._reading_paused:
+        if self.transport is not None and not self._reading_paused and self._state != LINGER:
             self._reading_paused = True
             self.transport.pause_reading()
 
