@@ -52,6 +52,7 @@ LINGER_S = 2.0
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
 _CONTENT_JSON = JSON_HEADERS  # the app's own list: replies with it take a precomputed header line
+_INTERNAL_ERROR = (500, _CONTENT_JSON, b'{"error":"internal_error","message":"the server failed on this request; retry"}')
 _KEEP_ALIVE_10 = b"connection: keep-alive\r\n"
 _CLOSE = b"connection: close\r\n"
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -286,13 +287,27 @@ class HttpConnection(asyncio.Protocol):
         else:
             read_body = None
         self._running += 1
-        self._step(slot, self.app.handle(method, path.decode("latin-1"), query.decode("latin-1"), read_body))
+        coro = self.app.handle(method, path.decode("latin-1"), query.decode("latin-1"), read_body)
+        if self.server.drive_without_task:
+            self._step(slot, coro)
+        else:
+            self.server.loop.create_task(coro).add_done_callback(functools.partial(self._task_done, slot))
+
+    def _task_done(self, slot: _Slot, task: asyncio.Task) -> None:
+        exc = task.exception()
+        if exc is None:
+            slot.reply = task.result()
+        else:
+            log.error("ingress_request_failed", error=repr(exc), exc_info=exc)
+            slot.reply = _INTERNAL_ERROR
+        self._on_done()
 
     def _step(self, slot: _Slot, coro, _done=None) -> None:
         """Drive the app's coroutine without an asyncio.Task: run it until it waits for a
         future, resume it when that future is done (Kafka's acknowledgement, mostly). A
         Task per request would add a loop callback to start it and one to report it done,
-        and the app needs nothing of a Task's (no cancellation, no asyncio.timeout on this path)."""
+        and the app needs nothing of a Task's when its producer says so (`runs_without_task`:
+        no asyncio.timeout or current_task on its path); otherwise each request is a Task."""
         try:
             waiting_for = coro.send(None)
         except StopIteration as finished:
@@ -301,7 +316,7 @@ class HttpConnection(asyncio.Protocol):
             return
         except Exception as exc:  # noqa: BLE001 - a bug, not the client's fault: logged, 500
             log.error("ingress_request_failed", error=repr(exc), exc_info=exc)
-            slot.reply = (500, _CONTENT_JSON, orjson.dumps({"error": "internal_error", "message": "the server failed on this request; retry"}))
+            slot.reply = _INTERNAL_ERROR
             self._on_done()
             return
         if waiting_for is None:  # a bare yield (asyncio.sleep(0))

@@ -52,6 +52,9 @@ class NativeServer:
                                           limits.keepalive_timeout_s / 4))
         self.shutdown_timeout_s = shutdown_timeout_s
         self.connections: set[HttpConnection] = set()
+        # Requests run as bare coroutines (no asyncio.Task) when the producer allows it
+        # (http_connection.HttpConnection._step).
+        self.drive_without_task = bool(getattr(app.producer, "runs_without_task", False))
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.now = 0.0

@@ -43,6 +43,10 @@ def _resolve(fut: asyncio.Future, err) -> None:
 class ConfluentRecordProducer:
     """acks=all + enable.idempotence: librdkafka's retries cannot duplicate or reorder."""
 
+    # deliver() only awaits plain futures (and asyncio.sleep): the native server may run it
+    # without an asyncio.Task (services/ingress/http_connection.py).
+    runs_without_task = True
+
     def __init__(self, bootstrap: str, linger_ms: int, max_batch_bytes: int, max_background: int,
                  on_background_failure=None, sweep_s: float = 0.01, delivery_timeout_s: float = 2.0,
                  probe_topic: str | None = None):

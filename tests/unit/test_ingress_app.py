@@ -23,6 +23,8 @@ CATALOG = CatalogSnapshot(version=3, accounts={
 class FakeProducer:
     """Records what would go to Kafka; `fail` makes deliver() raise like a dead broker."""
 
+    runs_without_task = True  # the native server may drive requests without an asyncio.Task
+
     def __init__(self):
         self.delivered: list[tuple[str, bytes, bytes]] = []
         self.background: list[tuple[str, bytes | None, bytes]] = []

@@ -363,3 +363,41 @@ async def test_over_a_real_socket():
     writer.close()
     await server.close()
     assert len(producer.delivered) == 2
+
+
+class TimeoutProducer(FakeProducer):
+    """Like AiokafkaRecordProducer: deliver() uses asyncio.timeout, which needs an asyncio.Task."""
+
+    runs_without_task = False
+
+    async def deliver(self, topic, key, value, timeout_s):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.sleep(0.001)
+        await super().deliver(topic, key, value, timeout_s)
+
+
+@pytest.mark.parametrize("producer_class", [FakeProducer, TimeoutProducer])
+async def test_requests_run_with_or_without_a_task_as_the_producer_needs(producer_class):
+    app, _ = make_app()
+    app.producer = producer = producer_class()
+    native = Native(app)
+    assert native.server.drive_without_task is (producer_class is FakeProducer)
+    native.send(request() + request("/healthz") + request())
+    for _ in range(50):
+        await asyncio.sleep(0.002)
+        if len(native.replies()) == 3:
+            break
+    assert [r[0] for r in native.replies()] == [200, 200, 200] and len(producer.delivered) == 2
+
+
+async def test_a_bug_in_the_app_is_a_logged_500_not_a_dead_connection():
+    app, _ = make_app()
+
+    async def broken(*args):
+        raise KeyError("bug")
+    app.handle = broken
+    native = Native(app)
+    native.send(request() + request())
+    await native.settle()
+    replies = native.replies()
+    assert [(r[0], orjson.loads(r[2])["error"]) for r in replies] == [(500, "internal_error")] * 2
