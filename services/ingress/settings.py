@@ -11,8 +11,9 @@ from services.common.settings import CommonSettings
 
 class IngressSettings(CommonSettings):
     bind: str = Field("127.0.0.1:8080", alias="INGRESS_BIND")
-    # HTTP server, chosen by measurement (docs/benchmarks.md); uvicorn stays selectable.
-    server: Literal["native", "granian", "uvicorn"] = Field("granian", alias="INGRESS_SERVER")
+    # HTTP server, chosen by measurement (docs/architecture.md "Ingress"): the native one
+    # (uvloop + httptools, services/ingress/http_server.py); granian and uvicorn stay selectable.
+    server: Literal["native", "granian", "uvicorn"] = Field("native", alias="INGRESS_SERVER")
     workers: int = Field(1, alias="INGRESS_WORKERS", ge=1, le=64)
     # granian's interface to the app: RSGI (cheaper per request, measured) or ASGI.
     granian_interface: Literal["rsgi", "asgi"] = Field("rsgi", alias="INGRESS_GRANIAN_INTERFACE")
