@@ -47,7 +47,7 @@ class ConfluentRecordProducer:
     # without an asyncio.Task (services/ingress/http_connection.py).
     runs_without_task = True
 
-    def __init__(self, bootstrap: str, linger_ms: int, max_batch_bytes: int, max_background: int,
+    def __init__(self, bootstrap: str, linger_ms: float, max_batch_bytes: int, max_background: int,
                  on_background_failure=None, sweep_s: float = 0.01, delivery_timeout_s: float = 2.0,
                  probe_topic: str | None = None):
         self.bootstrap = bootstrap
@@ -60,7 +60,7 @@ class ConfluentRecordProducer:
             # The Java client's (and aiokafka's) murmur2, not librdkafka's default CRC32: a
             # device's key lands on the same partition whichever client wrote it.
             "partitioner": "murmur2_random",
-            "message.timeout.ms": max(linger_ms + 100, int(delivery_timeout_s * 1000)),
+            "message.timeout.ms": int(max(linger_ms + 100, delivery_timeout_s * 1000)),
             "log.connection.close": False,
             "error_cb": self._on_client_error,
         }
