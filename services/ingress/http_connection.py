@@ -336,7 +336,8 @@ class HttpConnection(asyncio.Protocol):
         if not slots:
             self._since = self.server.now
             self._close_if_done()
-        self._update_reading()
+        if self._reading_paused:
+            self._update_reading()
 
     def _encode(self, slot: _Slot) -> bytes:
         """The reply's bytes, when it is its turn to be written (the connection header

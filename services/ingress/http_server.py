@@ -55,6 +55,7 @@ class NativeServer:
         # Requests run as bare coroutines (no asyncio.Task) when the producer allows it
         # (http_connection.HttpConnection._step).
         self.drive_without_task = bool(getattr(app.producer, "runs_without_task", False))
+        app.metrics.open_connections = lambda: len(self.connections)
         self.closing = False
         self.loop: asyncio.AbstractEventLoop | None = None
         self.now = 0.0

@@ -58,6 +58,9 @@ class _HotPathCollector:
             requests.add_metric([outcome, reason], n)
         yield requests
         yield GaugeMetricFamily("pbseg_ingress_in_flight", "Postback requests being handled now", value=m.in_flight)
+        if m.open_connections is not None:
+            yield GaugeMetricFamily("pbseg_ingress_connections", "Open client connections (native server)",
+                                    value=m.open_connections())
         h = m.produce_seconds
         yield HistogramMetricFamily("pbseg_ingress_produce_seconds",
                                     "Time from handing a postback to Kafka until its acknowledgement",
@@ -72,6 +75,8 @@ class IngressMetrics:
         self.accepted_count = 0
         self.other_counts: dict[tuple[str, str], int] = {}
         self.in_flight = 0
+        # Set by the native server: a callable returning its open connections.
+        self.open_connections = None
         self.produce_seconds = LatencyHistogram()
         r.register(_HotPathCollector(self))
         # Rare events: ordinary prometheus_client metrics.

@@ -401,3 +401,20 @@ async def test_a_bug_in_the_app_is_a_logged_500_not_a_dead_connection():
     await native.settle()
     replies = native.replies()
     assert [(r[0], orjson.loads(r[2])["error"]) for r in replies] == [(500, "internal_error")] * 2
+
+
+async def test_metrics_show_open_connections():
+    app, _ = make_app()
+    native = Native(app)
+    other = FakeTransport()
+    other.protocol = HttpConnection(native.server)
+    other.protocol.connection_made(other)
+    native.send(request("/metrics"))
+    await native.settle()
+    [(status, _, body)] = native.replies()
+    assert status == 200 and "\npbseg_ingress_connections 2.0\n" in body.decode()
+    other.close()
+    await native.settle()
+    native.send(request("/metrics"))
+    await native.settle()
+    assert "\npbseg_ingress_connections 1.0\n" in native.replies()[1][2].decode()
