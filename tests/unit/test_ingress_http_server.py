@@ -418,3 +418,12 @@ async def test_metrics_show_open_connections():
     native.send(request("/metrics"))
     await native.settle()
     assert "\npbseg_ingress_connections 1.0\n" in native.replies()[1][2].decode()
+
+
+async def test_an_upgrade_request_is_answered_as_http_1_1_then_the_connection_ends():
+    app, producer = make_app()
+    native = Native(app)
+    native.send(request(headers="Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n"))
+    await native.settle()
+    assert [r[0] for r in native.replies()] == [200] and len(producer.delivered) == 1
+    assert native.transport.closed
