@@ -17,6 +17,9 @@ from services.common.models import PostbackRecord
 # dep_<n> are minted by the processor (the n-th deposit); a record claiming one would fake ordinals.
 _DERIVED_DEPOSIT = re.compile(r"^dep_[0-9]+$")
 MAX_RAW_CHARS = 1024
+# PostbackRecord.model_validate_json without its Python wrapper (same validator, same errors;
+# the wrapper was ~0.5 us of the ~3 us a record costs).
+_validate_json = PostbackRecord.__pydantic_validator__.validate_json
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ def decode_postback(value: bytes | None) -> PostbackRecord | RecordRejection:
     if not value:
         return RecordRejection("undecodable", "empty record value (tombstone or no payload)", "")
     try:
-        record = PostbackRecord.model_validate_json(value)
+        record = _validate_json(value)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         if errors and errors[0].get("type", "").startswith("json"):

@@ -38,30 +38,37 @@ class OutboxDrain:
 
     async def drain_once(self) -> int:
         """Publish up to `batch` outbox entries (applied batches) of every owned partition;
-        returns how many records were published."""
-        published = 0
-        for partition in sorted(self.partitions()):
-            entries = await self.store.read_outbox(partition, self.batch)
-            if not entries:
-                metrics.OUTBOX_BACKLOG.labels(str(partition)).set(0)
-                continue
-            count = await self._publish(partition, entries)
-            await self.store.ack_outbox(partition, entries[-1].entry_id)
-            published += count
-            metrics.OUTBOX_PUBLISHED.inc(count)
-            if len(entries) == self.batch:
-                metrics.OUTBOX_BACKLOG.labels(str(partition)).set(await self.store.outbox_length(partition))
-            else:
-                metrics.OUTBOX_BACKLOG.labels(str(partition)).set(0)
+        returns how many records were published. One Redis round trip reads every owned
+        partition's outbox, their records go out together, and one round trip trims what Kafka
+        acknowledged (nothing is trimmed when a send fails: the next round sends it again)."""
+        partitions = sorted(self.partitions())
+        if not partitions:
+            return 0
+        entries = await self.store.read_outboxes(partitions, self.batch)
+        busy = {p: found for p, found in entries.items() if found}
+        for p in partitions:
+            if p not in busy:
+                metrics.OUTBOX_BACKLOG.labels(str(p)).set(0)
+        if not busy:
+            return 0
+        targets = len(await self.producer.partitions_for(self.topic))
+        futures, published = [], 0
+        for p, found in busy.items():
+            published += await self._send(p % targets, found, futures)
+        await asyncio.gather(*futures)
+        full = [p for p, found in busy.items() if len(found) == self.batch]
+        lengths = await self.store.ack_outboxes({p: found[-1].entry_id for p, found in busy.items()}, full)
+        for p in busy:
+            metrics.OUTBOX_BACKLOG.labels(str(p)).set(lengths.get(p, 0))
+        metrics.OUTBOX_PUBLISHED.inc(published)
         return published
 
-    async def _publish(self, partition: int, entries: list[OutboxEntry]) -> int:
-        """Send the entries' records as producer batches to device-events partition
-        `partition % n` and wait for every acknowledgement. Source partition N's devices all
-        land in one device-events partition, in order (co-partitioned when the counts match);
-        explicit batches skip aiokafka's per-record partitioner, which costs more than the rest."""
-        target = partition % len(await self.producer.partitions_for(self.topic))
-        futures, count = [], 0
+    async def _send(self, target: int, entries: list[OutboxEntry], futures: list) -> int:
+        """Send the entries' records as producer batches to device-events partition `target`
+        (source partition N -> N % partitions: all of N's devices land in one device-events
+        partition, in order; co-partitioned when the counts match); appends the delivery
+        futures. Explicit batches skip aiokafka's per-record partitioner, which costs more than the rest."""
+        count = 0
         batch = self.producer.create_batch()
         for entry in entries:
             for key, value in entry.records():
@@ -72,5 +79,4 @@ class OutboxDrain:
                 count += 1
         if batch.record_count():
             futures.append(await self.producer.send_batch(batch, self.topic, partition=target))
-        await asyncio.gather(*futures)
         return count

@@ -15,7 +15,6 @@ from typing import Iterable
 import orjson
 
 from services.common.keys import device_index_bucket
-from services.common.models import PostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback
 
 FIELDS_PER_EVENT = 8
@@ -54,42 +53,37 @@ class PartitionBatch:
         return self.applicable + len(self.rejected)
 
 
-def device_event_head(r: PostbackRecord, processed_at: int) -> str:
-    """device-event.v1 JSON of this occurrence without deposit_ordinal, first_occurrence and '}'."""
-    return orjson.dumps({
-        "schema": "device-event.v1", "event_id": r.event_id, "account_id": r.account_id, "install_id": r.install_id,
-        "event": r.event, "occurred_at": r.occurred_at, "processed_at": processed_at, "tid": r.tid,
-        "amount": r.amount, "currency": r.currency,
-    })[:-1].decode()
-
-
-def event_args(offset: int, r: PostbackRecord) -> list:
-    """The apply script's fields for one record (apply_batch.lua, ARGV[6]): all text but the offset
-    and the install id's forward-map bucket (hashed here: SHA-1 in Python costs a fraction of
-    redis.sha1hex in Lua)."""
-    return [offset, str(r.account_id), r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
-            device_index_bucket(r.install_id)]
-
-
-def record_line(r: PostbackRecord, processed_at: int) -> str:
-    """ARGV[7] line: Kafka key, tab, device-event head (install ids have no tab; JSON no raw newline)."""
-    return f"{r.account_id}:{r.install_id}\t{device_event_head(r, processed_at)}"
-
-
 def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | None]], processed_at: int,
                          emit: bool = True) -> PartitionBatch:
     """Decode `(offset, value)` pairs of one partition, in offset order, into one batch.
-    `emit=False` (rebuild) plans no device-event records."""
+    `emit=False` (rebuild) plans no device-event records.
+
+    Per applicable record: `events` gets the apply script's fields (apply_batch.lua, ARGV[6]),
+    all text but the offset and the install id's forward-map bucket (hashed here: SHA-1 in
+    Python costs a fraction of redis.sha1hex in Lua); `lines` gets its ARGV[7] line: the Kafka
+    key, a tab, the device-event.v1 JSON without deposit_ordinal, first_occurrence and the
+    closing brace (install ids have no tab, JSON no raw newline). One inlined loop: the helper
+    calls it replaced were ~15% of planning."""
     batch = PartitionBatch(partition, processed_at, emit)
-    events = batch.events
+    events, lines, rejected = batch.events, batch.lines, batch.rejected
+    dumps, bucket = orjson.dumps, device_index_bucket
+    last = -1
     for offset, value in messages:
-        decoded = decode_postback(value)
-        if isinstance(decoded, RecordRejection):
-            batch.rejected.append(RejectedOffset(offset, decoded))
+        r = decode_postback(value)
+        if isinstance(r, RecordRejection):
+            rejected.append(RejectedOffset(offset, r))
         else:
-            events.append(event_args(offset, decoded))
+            account = str(r.account_id)
+            events.append([offset, account, r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
+                           bucket(r.install_id)])
             if emit:
-                batch.lines.append(record_line(decoded, processed_at))
-        if offset > batch.last_offset:
-            batch.last_offset = offset
+                head = dumps({
+                    "schema": "device-event.v1", "event_id": r.event_id, "account_id": r.account_id,
+                    "install_id": r.install_id, "event": r.event, "occurred_at": r.occurred_at,
+                    "processed_at": processed_at, "tid": r.tid, "amount": r.amount, "currency": r.currency,
+                })[:-1].decode()
+                lines.append(f"{account}:{r.install_id}\t{head}")
+        if offset > last:
+            last = offset
+    batch.last_offset = last
     return batch

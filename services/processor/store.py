@@ -43,23 +43,26 @@ class OutboxEntry:
         return [_legacy_record(self.fields)]
 
 
+_FLAG = {b"1": b',"first_occurrence":true}', b"0": b',"first_occurrence":false}'}
+
+
 def _records_from_heads(heads: bytes, tokens: bytes) -> list[tuple[bytes, bytes]]:
     out = []
+    append = out.append
     for line, token in zip(heads.split(b"\n"), tokens.split(b",")):
         if token == b"-":
             continue
         key, head = line.split(b"\t", 1)
-        if token.startswith(b"+"):
+        if token[0] == 43:  # b"+": the device's install record first
             token = token[1:]
             source = orjson.loads(head + b"}")
-            out.append((key, orjson.dumps({
+            append((key, orjson.dumps({
                 "schema": "device-event.v1", "event_id": f"{source['event_id']}:install",
                 "account_id": source["account_id"], "install_id": source["install_id"], "event": "install",
                 "occurred_at": source["occurred_at"], "processed_at": source["processed_at"],
                 "tid": None, "amount": None, "currency": None, "deposit_ordinal": None, "first_occurrence": True})))
-        ordinal, first = token.split(b":")
-        out.append((key, head + b',"deposit_ordinal":' + (ordinal or b"null") + b',"first_occurrence":'
-                    + (b"true" if first == b"1" else b"false") + b"}"))
+        ordinal, _, first = token.partition(b":")
+        append((key, b"".join((head, b',"deposit_ordinal":', ordinal or b"null", _FLAG[first]))))
     return out
 
 
@@ -112,13 +115,32 @@ class DeviceStateStore:
 
     async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
         """Oldest `count` outbox entries of the partition (one per applied batch), in order."""
-        rows = await self.redis.xrange(self.keys(partition).outbox, "-", "+", count=count)
-        return [OutboxEntry(eid.decode(), fields) for eid, fields in rows]
+        return (await self.read_outboxes([partition], count))[partition]
+
+    async def read_outboxes(self, partitions: Sequence[int], count: int) -> dict[int, list[OutboxEntry]]:
+        """`read_outbox` of several partitions in one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.xrange(self.keys(p).outbox, "-", "+", count=count)
+            replies = await pipe.execute()
+        return {p: [OutboxEntry(eid.decode(), fields) for eid, fields in rows] for p, rows in zip(partitions, replies)}
 
     async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
         """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked its records)."""
         ms, seq = last_entry_id.split("-")
         return await self.redis.xtrim(self.keys(partition).outbox, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+
+    async def ack_outboxes(self, last_entry_ids: dict[int, str], lengths_of: Sequence[int] = ()) -> dict[int, int]:
+        """`ack_outbox` of several partitions in one round trip; returns the remaining length of
+        the partitions in `lengths_of` (for the backlog gauge)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p, last_entry_id in last_entry_ids.items():
+                ms, seq = last_entry_id.split("-")
+                pipe.xtrim(self.keys(p).outbox, minid=f"{ms}-{int(seq) + 1}", approximate=False)
+            for p in lengths_of:
+                pipe.xlen(self.keys(p).outbox)
+            replies = await pipe.execute()
+        return dict(zip(lengths_of, replies[len(last_entry_ids):]))
 
     async def outbox_length(self, partition: int) -> int:
         return await self.redis.xlen(self.keys(partition).outbox)
