@@ -305,7 +305,7 @@ async def memory_run(redis_url: str, devices: int, tid_samples: int, id_len: int
 
 
 async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float, work: Path, run: str,
-                      probe_every: int = 20, connections: int = 64) -> dict:
+                      probe_every: int = 20, connections: int = 64, tree: Path = ROOT) -> dict:
     """Ingress + processor; a paced HTTP load; every `probe_every`-th postback is a probe on a
     new device whose key we watch in Redis: latency = first seen in Redis - 2xx received."""
     topic, prefix, group = f"bench-lat-{run}", f"bl{run}", f"bench-lat-{run}"
@@ -318,7 +318,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
     ingress_env = dict(env, INGRESS_BIND=f"127.0.0.1:{port}", INGRESS_SERVER="granian", INGRESS_WORKERS="1")
     ingress = Proc([sys.executable, "-m", "services.ingress"], ingress_env, work / "ingress.log")
     processor = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
-                     env, work / "processor-lat.log")
+                     dict(env, PYTHONPATH=str(tree)) if tree != ROOT else env, work / "processor-lat.log", cwd=tree)
     partitioner = DefaultPartitioner()
     parts = list(range(PARTITIONS))
     pending: dict[str, float] = {}
@@ -414,6 +414,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
 
         watch = asyncio.create_task(watcher())
         began = time.perf_counter()
+        cpu0, rcpu0 = proc_cpu_s(processor.p.pid), await redis_cpu_s(redis)
         await asyncio.gather(*(client() for _ in range(connections if not use_wrk else 8)))
         if wrk_proc is not None:
             await wrk_proc.wait()
@@ -423,6 +424,8 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
             stats["errors"] += wrk_stats["errors"]
             stats["sent"] += wrk_stats["requests"]
         sent_for = time.perf_counter() - began
+        stats["processor_cpu"] = proc_cpu_s(processor.p.pid) - cpu0
+        stats["redis_cpu"] = await redis_cpu_s(redis) - rcpu0
         deadline = time.perf_counter() + 30
         while pending and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
@@ -439,6 +442,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
     pick = lambda q: latencies[min(int(q * len(latencies)), len(latencies) - 1)] * 1000 if latencies else float("nan")  # noqa: E731
     return {"target_rate": rate, "achieved_rate": stats["ok"] / sent_for, "seconds": sent_for, **stats,
             "loadgen": f"wrk ({max(rate * WRK_WINDOW_MS // 1000, 1)} connections, {WRK_DELAY_MS} ms pause before each request) + {max(rate // 20, 20)} probes/s from Python" if use_wrk else "Python (64 connections, paced)",
+            "worker_us": stats["processor_cpu"] / max(stats["ok"], 1) * 1e6, "redis_us": stats["redis_cpu"] / max(stats["ok"], 1) * 1e6,
             "probes": len(latencies), "never_seen": len(pending), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
             "max_ms": latencies[-1] * 1000 if latencies else float("nan")}
 
@@ -477,11 +481,13 @@ async def main() -> None:
     ap.add_argument("--rates", default="10000,2000", help="offered postbacks/s, one latency run each")
     ap.add_argument("--rate-seconds", type=float, default=30.0)
     ap.add_argument("--out", default=str(ROOT / "bench/results/processor.md"))
-    ap.add_argument("--only", choices=["all", "memory", "processor"], default="all",
+    ap.add_argument("--only", choices=["all", "memory", "processor", "latency"], default="all",
                     help="memory: run only the memory part and replace only its paragraph in --out; "
-                         "processor: only the worker's apply rate and CPU per event, printed (nothing written)")
-    ap.add_argument("--rounds", type=int, default=1, help="--only processor: runs per code tree, alternating")
-    ap.add_argument("--baseline-tree", default="", help="--only processor: a checkout to compare against")
+                         "processor: only the worker's apply rate and CPU per event; latency: only the latency runs "
+                         "(--rates, --rate-seconds); both print and write nothing, and compare with --baseline-tree")
+    ap.add_argument("--rounds", type=int, default=1, help="--only processor/latency: runs per code tree, alternating")
+    ap.add_argument("--baseline-tree", default="", help="--only processor/latency: a checkout to compare against "
+                    "(e.g. `git archive <commit> | tar -x -C DIR`)")
     ap.add_argument("--max-batches", default="", help="--only processor: PROCESSOR_MAX_BATCH values to compare, e.g. 2000,5000,20000")
     args = ap.parse_args()
     args.load_at_start = " / ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -489,6 +495,22 @@ async def main() -> None:
     run = f"{int(time.time())}{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="bench-processor."))
     redis_proc, redis_url = start_redis(work)
+    if args.only == "latency":
+        try:
+            trees = [("current", ROOT)] + ([("baseline", Path(args.baseline_tree))] if args.baseline_tree else [])
+            print("| code | round | target/s | achieved 2xx/s | probes | never seen | p50 ms | p99 ms | max ms | worker CPU us/postback | Redis CPU us/postback | load |")
+            print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+            for rnd in range(args.rounds):
+                for name, tree in (trees if rnd % 2 == 0 else trees[::-1]):
+                    for i, rate in enumerate(int(r) for r in args.rates.split(",")):
+                        x = await latency_run(bootstrap, redis_url, rate, args.rate_seconds, work, f"{run}{rnd}{name}{i}", tree=tree)
+                        print(f"| {name} | {rnd} | {rate:,} | {x['achieved_rate']:,.0f} | {x['probes']:,} | {x['never_seen']} | "
+                              f"{x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} | {x['worker_us']:.1f} | {x['redis_us']:.1f} | "
+                              f"{os.getloadavg()[0]:.1f} |", flush=True)
+        finally:
+            redis_proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        return
     if args.only == "processor":
         try:
             await processor_only(args, bootstrap, redis_url, work, run)
@@ -592,10 +614,11 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         f"**Latency, ingress 2xx -> visible in Redis**, {args.rate_seconds:g} s per target rate, load generators on the "
         f"same 2 cores as the ingress (granian, 1 worker), the processor, Kafka and Redis. Probes are postbacks on new "
         f"devices (1 in 20 of the offered rate) whose 2xx time is taken by the prober and whose device key is polled every 5 ms:", "",
-        "| target/s | load generator (closed loop: offers more when answers are fast) | achieved 2xx/s | 2xx | non-2xx | socket errors | probes seen | probes never seen | p50 ms | p99 ms | max ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| target/s | load generator (closed loop: offers more when answers are fast) | achieved 2xx/s | 2xx | non-2xx | socket errors | probes seen | probes never seen | p50 ms | p99 ms | max ms | processor CPU us/postback (worker + Redis) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
         *(f"| {x['target_rate']:,} | {x['loadgen']} | {x['achieved_rate']:,.0f} | {x['ok']:,} | {x['non2xx']:,} | {x['errors']} | "
-          f"{x['probes']:,} | {x['never_seen']} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} |" for x in lat), "",
+          f"{x['probes']:,} | {x['never_seen']} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['max_ms']:.1f} | "
+          f"{x['worker_us']:.1f} + {x['redis_us']:.1f} |" for x in lat), "",
         *([f"The processor EXITED during the {x['target_rate']:,}/s run (see the run's output)." for x in lat
            if not x["processor_alive"]] or ["The processor ran through every latency run."]),
         "Probes never seen were still not in Redis 30 s after the load ended.", "",

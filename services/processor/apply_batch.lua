@@ -71,9 +71,15 @@ end
 -- A device's packed state is kept as ";code=value;code=value..." while the batch runs (a
 -- separator before every entry, so ";<code>=" finds exactly one code) and is searched and
 -- spliced in place: no per-device tables (parsing into tables cost more than the rest).
+local needles = {}  -- code -> ";<code>=" (built once per code and batch)
 local function get(st, code)
   -- the stored value of `code` (nil = never) and its bounds for `put`
-  local _, j = string.find(st, ';' .. code .. '=', 1, true)
+  local needle = needles[code]
+  if not needle then
+    needle = ';' .. code .. '='
+    needles[code] = needle
+  end
+  local _, j = string.find(st, needle, 1, true)
   if not j then return nil end
   local k = string.find(st, ';', j + 1, true)
   return string.sub(st, j + 1, (k or 0) - 1), j, k
@@ -106,20 +112,28 @@ end
 
 -- Pass 1, reads only: every distinct device of the records above the watermark - its dense
 -- number from the forward map, then the packed states, one HMGET per state bucket.
-local devices = {}  -- "<account>:<install id>" -> {acct, install, ikey, num, vkey, field, state}
+local devices = {}  -- account -> install id -> {acct, install, ikey, num, vkey, field, state}
+local event_device = {}  -- i -> the device of events[i] (when above the watermark)
 local to_read, read_keys = {}, {}
-for _, e in ipairs(events) do
+for i, e in ipairs(events) do
   if e[1] > watermark then
-    local dk = e[2] .. ':' .. e[3]
-    if not devices[dk] then
-      local dev = {acct = e[2], install = e[3], ikey = tag .. ':i:' .. e[2] .. ':' .. e[8]}
-      devices[dk] = dev
-      local num = redis.call('HGET', dev.ikey, dev.install)
+    local acct, install = e[2], e[3]
+    local of_acct = devices[acct]
+    if not of_acct then
+      of_acct = {}
+      devices[acct] = of_acct
+    end
+    local dev = of_acct[install]
+    if not dev then
+      dev = {acct = acct, install = install, ikey = tag .. ':i:' .. acct .. ':' .. e[8]}
+      of_acct[install] = dev
+      local num = redis.call('HGET', dev.ikey, install)
       if num then
         place(dev, tonumber(num))
         table.insert(group(to_read, read_keys, dev.vkey), dev)
       end
     end
+    event_device[i] = dev
   end
 end
 for _, vkey in ipairs(read_keys) do
@@ -131,17 +145,26 @@ end
 
 -- Pass 2, in offset order: the semantics, on the in-memory states.
 local seqs, seq_accts = {}, {}  -- account -> last dense number handed out (read on first use)
-local bits, bit_keys = {}, {}  -- "<account>:<code>" -> {acct, code, nums...} bits to set
+local bits, bit_lists = {}, {}  -- account -> code -> {acct, code, nums...}: bits to set; all lists
 local dirty = {}  -- devices whose state changed, in first-change order
 local created = {}  -- new devices, in numbering order
 
 local function index(dev, code)
-  local list = group(bits, bit_keys, dev.acct .. ':' .. code)
-  list.acct, list.code = dev.acct, code
+  local of_acct = bits[dev.acct]
+  if not of_acct then
+    of_acct = {}
+    bits[dev.acct] = of_acct
+  end
+  local list = of_acct[code]
+  if not list then
+    list = {acct = dev.acct, code = code}
+    of_acct[code] = list
+    bit_lists[#bit_lists + 1] = list
+  end
   list[#list + 1] = dev.num
 end
 
-for _, e in ipairs(events) do
+for i, e in ipairs(events) do
   local offset = e[1]
   if offset <= watermark then
     skipped = skipped + 1
@@ -168,7 +191,7 @@ for _, e in ipairs(events) do
       dups = dups + 1
       tokens[#tokens + 1] = '-'
     else
-      local dev = devices[acct .. ':' .. install]
+      local dev = event_device[i]
       local install_postback = false
       local prefix = ''
       if not dev.num then
@@ -234,10 +257,9 @@ for _, dev in ipairs(dirty) do
   list[#list + 1] = string.sub(dev.state, 2)
 end
 for _, key in ipairs(write_keys) do send('HSET', key, writes[key], 2) end
-for _, ck in ipairs(bit_keys) do
+for _, list in ipairs(bit_lists) do
   -- The per-code device counter moves by the bits that turned 0 -> 1, so it equals the
   -- bitmap's BITCOUNT, committed in the same script (the overview reads it instead of BITCOUNT).
-  local list = bits[ck]
   local args, old = {}, {}
   for i, num in ipairs(list) do
     args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', num, 1
