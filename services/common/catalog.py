@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,8 +44,13 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+_KEY_ALPHABET = string.ascii_letters + string.digits
+
+
 def new_api_key() -> str:
-    return "pbs_" + secrets.token_urlsafe(32)
+    """`pbs_` + 43 characters of [A-Za-z0-9] (256 bits). No `-`: a key id starting with one
+    would read as an option on the command line (`pbseg accounts revoke-key --key-id ...`)."""
+    return "pbs_" + "".join(secrets.choice(_KEY_ALPHABET) for _ in range(43))
 
 
 def key_id_of(api_key: str) -> str:
