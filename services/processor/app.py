@@ -61,6 +61,7 @@ def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafk
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 3, 500),
         fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+        fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms,
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=s.kafka_bootstrap_servers, client_id="pbseg-processor", acks="all",
@@ -89,7 +90,8 @@ class ProcessorService(mode.Service):
                                          settings.topic_postbacks, settings.topic_rejected, settings.max_batch)
         self.pipeline.subscribe()
         self.drain = OutboxDrain(self.store, self.producer, settings.topic_device_events,
-                                 lambda: set(self.pipeline.owned_partitions), settings.outbox_batch)
+                                 lambda: set(self.pipeline.owned_partitions), settings.outbox_batch,
+                                 settings.outbox_interval_ms / 1000)
         self.runner = web.AppRunner(build_web_app(self._ready))
         await self.runner.setup()
         await web.TCPSite(self.runner, settings.web_host, settings.web_port).start()

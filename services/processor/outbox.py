@@ -23,18 +23,22 @@ log = structlog.get_logger("processor.outbox")
 
 class OutboxDrain:
     def __init__(self, store: DeviceStateStore, producer: AIOKafkaProducer, topic: str,
-                 partitions: Callable[[], Iterable[int]], batch: int, idle_sleep_s: float = 0.02):
+                 partitions: Callable[[], Iterable[int]], batch: int, interval_s: float = 0.02):
         self.store = store
         self.producer = producer
         self.topic = topic
         self.partitions = partitions
         self.batch = batch
-        self.idle_sleep_s = idle_sleep_s
+        self.interval_s = interval_s
+        self.backlog = False  # the last round read a full `batch` of some partition
 
     async def run(self) -> None:
+        """Drain rounds back to back while a backlog remains, else one per `interval_s`: under a
+        steady load a round then carries several applied batches, not one round per batch."""
         while True:
-            if not await self.drain_once():
-                await asyncio.sleep(self.idle_sleep_s)
+            await self.drain_once()
+            if not self.backlog:
+                await asyncio.sleep(self.interval_s)
 
     async def drain_once(self) -> int:
         """Publish up to `batch` outbox entries (applied batches) of every owned partition;
@@ -42,10 +46,12 @@ class OutboxDrain:
         partition's outbox, their records go out together, and one round trip trims what Kafka
         acknowledged (nothing is trimmed when a send fails: the next round sends it again)."""
         partitions = sorted(self.partitions())
+        self.backlog = False
         if not partitions:
             return 0
         entries = await self.store.read_outboxes(partitions, self.batch)
         busy = {p: found for p, found in entries.items() if found}
+        self.backlog = any(len(found) == self.batch for found in busy.values())
         for p in partitions:
             if p not in busy:
                 metrics.OUTBOX_BACKLOG.labels(str(p)).set(0)

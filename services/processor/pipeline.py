@@ -58,6 +58,7 @@ class PostbackPipeline:
         self.ready = asyncio.Event()
         self._rate = metrics.RateWindow()
         self._last_commit = 0.0
+        self._last_lag = 0.0  # the lag gauges are refreshed at most once a second
         self._last_report = time.monotonic()
         self._since_report = 0
 
@@ -147,6 +148,9 @@ class PostbackPipeline:
                 await self.consumer.commit(offsets)
             except Exception as exc:  # noqa: BLE001 - informational only; Redis holds the truth
                 log.info("offset_commit_skipped", error=str(exc))
+        if now - self._last_lag < 1.0:
+            return
+        self._last_lag = now
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             if high is not None:
