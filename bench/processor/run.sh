@@ -5,6 +5,10 @@
 # (1000000), BENCH_PROCESSOR_RATES (offered postbacks/s per latency run, "10000,2000"),
 # BENCH_PROCESSOR_RATE_SECONDS (30), BENCH_PROCESSOR_FAUST_CAP_S (40), BENCH_PROCESSOR_ONLY=memory (only the
 # memory part, needs no Kafka; replaces only the memory paragraph of bench/results/processor.md).
+# A/B while developing (print tables, write nothing): BENCH_PROCESSOR_ONLY=processor (worker apply rate and
+# CPU per event) or =latency, against BENCH_PROCESSOR_BASELINE_TREE (a directory holding another
+# commit: `git archive <commit> | tar -x -C DIR`), alternating BENCH_PROCESSOR_ROUNDS (1) times.
+# The apply script alone, without Kafka: bench/processor/profile_apply.py --help.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=$PWD/.venv/bin/python
@@ -31,4 +35,6 @@ trap '[ -n "$STARTED" ] && "$PY" -c "from services.devstack.procs import stop_pr
   --rates "${BENCH_PROCESSOR_RATES:-10000,2000}" \
   --rate-seconds "${BENCH_PROCESSOR_RATE_SECONDS:-30}" \
   --faust-cap-s "${BENCH_PROCESSOR_FAUST_CAP_S:-40}" \
-  --only "${BENCH_PROCESSOR_ONLY:-all}"
+  --only "${BENCH_PROCESSOR_ONLY:-all}" \
+  --rounds "${BENCH_PROCESSOR_ROUNDS:-1}" \
+  --baseline-tree "${BENCH_PROCESSOR_BASELINE_TREE:-}"
