@@ -142,8 +142,8 @@ DEVICE_INDEX_BUCKETS = 4096
 
 
 def bucket_hash(data: bytes) -> int:
-    """The first 32 bits of SHA-1 (big-endian); device_bucket.lua computes the same with
-    redis.sha1hex (shared test vectors in tests/unit/device_bucket_vectors.json)."""
+    """The first 32 bits of SHA-1 (big-endian); test vectors in tests/unit/device_bucket_vectors.json.
+    The processor passes the bucket to its apply script with each record (planning.py)."""
     return int.from_bytes(hashlib.sha1(data).digest()[:4], "big")
 
 
