@@ -32,3 +32,17 @@ def test_a_second_signal_arms_no_second_timer():
     assert done.wait(5)
     time.sleep(0.3)  # a second timer, had one been started, would have fired by now
     assert calls == [1]
+
+
+def test_the_worker_keeps_the_root_logger_at_the_level_asked_for():
+    import logging
+
+    from services.processor.app import app
+    from services.processor.worker import ProcessorWorker
+
+    worker = ProcessorWorker(app, loglevel="warn")
+    root = logging.getLogger("pbseg-test-root")
+    root.addHandler(logging.NullHandler())
+    root.setLevel(logging.WARNING)
+    worker.on_setup_root_logger(root, logging.WARNING)
+    assert root.level == logging.WARNING  # Faust's spinner set it to DEBUG
