@@ -315,7 +315,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
     redis = async_redis(redis_url)
     account_id, _ = await CatalogStore(redis, prefix).create_account("bench", T0)
     port = free_port()
-    ingress_env = dict(env, INGRESS_BIND=f"127.0.0.1:{port}", INGRESS_SERVER="granian", INGRESS_WORKERS="1")
+    ingress_env = dict(env, INGRESS_BIND=f"127.0.0.1:{port}", INGRESS_WORKERS="1")  # the default server and client
     ingress = Proc([sys.executable, "-m", "services.ingress"], ingress_env, work / "ingress.log")
     processor = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
                      dict(env, PYTHONPATH=str(tree)) if tree != ROOT else env, work / "processor-lat.log", cwd=tree)
@@ -612,7 +612,7 @@ def write_report(out: Path, args, produce_rate, raw, faust_take, faust_events, p
         f"CPU per event over that span: worker process {proc['worker_us']:.1f} us, Redis {proc['redis_us']:.1f} us. "
         f"Target >= 30,000 events/s: **{verdict(proc['rate'] >= 30_000)}**.", "",
         f"**Latency, ingress 2xx -> visible in Redis**, {args.rate_seconds:g} s per target rate, load generators on the "
-        f"same 2 cores as the ingress (granian, 1 worker), the processor, Kafka and Redis. Probes are postbacks on new "
+        f"same 2 cores as the ingress (its default server and Kafka client, 1 worker), the processor, Kafka and Redis. Probes are postbacks on new "
         f"devices (1 in 20 of the offered rate) whose 2xx time is taken by the prober and whose device key is polled every 5 ms:", "",
         "| target/s | load generator (closed loop: offers more when answers are fast) | achieved 2xx/s | 2xx | non-2xx | socket errors | probes seen | probes never seen | p50 ms | p99 ms | max ms | processor CPU us/postback (worker + Redis) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
