@@ -60,8 +60,11 @@ class Ingress:
         return await client.get(f"{self.url}/api/postback/", params=params)
 
 
-@pytest.fixture(scope="module", params=["native", "granian"])
+# The default (native server + aiokafka) and the main alternative (granian + confluent-kafka):
+# every test of this module runs against both Kafka clients in a real ingress process.
+@pytest.fixture(scope="module", params=["native+aiokafka", "granian+confluent"])
 async def ingress(infra, request):
+    server, client = request.param.split("+")
     from services.common.redis_conn import async_redis
 
     tag = uuid.uuid4().hex[:10]
@@ -69,7 +72,7 @@ async def ingress(infra, request):
     env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=infra.kafka, REDIS_URL=infra.redis_url,
                PBSEG_KEY_PREFIX=f"ti{tag}", PBSEG_TOPIC_POSTBACKS=f"postbacks-{tag}",
                PBSEG_TOPIC_REJECTED=f"rejected-{tag}", INGRESS_BIND=f"127.0.0.1:{port}",
-               INGRESS_SERVER=request.param, INGRESS_HEADER_READ_TIMEOUT_S="1", INGRESS_BODY_READ_TIMEOUT_S="1")
+               INGRESS_SERVER=server, INGRESS_KAFKA_CLIENT=client, INGRESS_HEADER_READ_TIMEOUT_S="1", INGRESS_BODY_READ_TIMEOUT_S="1")
     await ensure_topics(infra.kafka, {env["PBSEG_TOPIC_POSTBACKS"]: 4, env["PBSEG_TOPIC_REJECTED"]: 2})
     name = f"test-{tag}-ingress"
     url = f"http://127.0.0.1:{port}"
