@@ -86,12 +86,13 @@ class ProcessorService(mode.Service):
         except KafkaConnectionError as exc:
             raise SystemExit(f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({exc}). "
                              "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS.") from exc
-        self.pipeline = PostbackPipeline(self.consumer, self.producer, self.store, SystemClock(),
-                                         settings.topic_postbacks, settings.topic_rejected, settings.max_batch)
-        self.pipeline.subscribe()
         self.drain = OutboxDrain(self.store, self.producer, settings.topic_device_events,
                                  lambda: set(self.pipeline.owned_partitions), settings.outbox_batch,
                                  settings.outbox_interval_ms / 1000)
+        self.pipeline = PostbackPipeline(self.consumer, self.producer, self.store, SystemClock(),
+                                         settings.topic_postbacks, settings.topic_rejected, settings.max_batch,
+                                         on_outbox_work=self.drain.notify)
+        self.pipeline.subscribe()
         self.runner = web.AppRunner(build_web_app(self._ready))
         await self.runner.setup()
         await web.TCPSite(self.runner, settings.web_host, settings.web_port).start()

@@ -23,22 +23,39 @@ log = structlog.get_logger("processor.outbox")
 
 class OutboxDrain:
     def __init__(self, store: DeviceStateStore, producer: AIOKafkaProducer, topic: str,
-                 partitions: Callable[[], Iterable[int]], batch: int, interval_s: float = 0.02):
+                 partitions: Callable[[], Iterable[int]], batch: int, interval_s: float = 0.02,
+                 idle_poll_s: float = 1.0):
         self.store = store
         self.producer = producer
         self.topic = topic
         self.partitions = partitions
         self.batch = batch
         self.interval_s = interval_s
+        self.idle_poll_s = idle_poll_s
         self.backlog = False  # the last round read a full `batch` of some partition
+        self._wake = asyncio.Event()
+
+    def notify(self) -> None:
+        """Something may be in an outbox: a batch was applied, or partitions were assigned
+        (a previous owner may have left entries). Called by the pipeline."""
+        self._wake.set()
 
     async def run(self) -> None:
-        """Drain rounds back to back while a backlog remains, else one per `interval_s`: under a
-        steady load a round then carries several applied batches, not one round per batch."""
+        """Rounds back to back while a backlog remains; else at most one per `interval_s` (under
+        a steady load a round then carries several applied batches), and only once `notify()`
+        said there is work - or after `idle_poll_s`, the safety net - so an idle worker does
+        not poll Redis 50 times a second."""
         while True:
+            self._wake.clear()  # before the read: a batch applied from here on wakes the next round
             await self.drain_once()
-            if not self.backlog:
-                await asyncio.sleep(self.interval_s)
+            if self.backlog:
+                continue
+            await asyncio.sleep(self.interval_s)
+            if not self._wake.is_set():
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.idle_poll_s)
+                except asyncio.TimeoutError:
+                    pass
 
     async def drain_once(self) -> int:
         """Publish up to `batch` outbox entries (applied batches) of every owned partition;

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Callable
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 
@@ -46,8 +47,10 @@ class PostbackPipeline:
     restart resumes from the watermark."""
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: DeviceStateStore,
-                 clock: Clock, topic: str, rejected_topic: str, max_batch: int):
+                 clock: Clock, topic: str, rejected_topic: str, max_batch: int,
+                 on_outbox_work: Callable[[], None] = lambda: None):
         self.consumer = consumer
+        self.on_outbox_work = on_outbox_work  # wakes the outbox drain (outbox.py)
         self.producer = producer
         self.store = store
         self.clock = clock
@@ -72,6 +75,7 @@ class PostbackPipeline:
             self.consumer.seek(TopicPartition(self.topic, p), marks[p] + 1)
         self.owned_partitions.update(partitions)
         metrics.ASSIGNED.set(len(self.owned_partitions))
+        self.on_outbox_work()  # a previous owner may have left entries in these outboxes
         log.info("partitions_assigned", partitions=partitions, resume_at={p: marks[p] + 1 for p in partitions})
 
     async def run(self) -> None:
@@ -112,6 +116,7 @@ class PostbackPipeline:
     async def apply(self, batches: list[PartitionBatch]) -> int:
         started = time.perf_counter()
         results = await self.store.apply_batches(batches)
+        self.on_outbox_work()
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         applied = 0
         for batch, result in zip(batches, results):

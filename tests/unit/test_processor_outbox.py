@@ -113,3 +113,43 @@ async def test_a_full_read_is_a_backlog_so_the_next_round_follows_at_once():
     with pytest.raises(asyncio.CancelledError):
         await task
     assert store.outboxes[0] == []
+
+
+async def test_an_idle_drain_waits_for_notify_instead_of_polling():
+    store = FakeStore({0: []})
+    drain = OutboxDrain(store, FakeProducer(targets=1), "device-events", lambda: {0}, batch=4,
+                        interval_s=0, idle_poll_s=3600)
+    task = asyncio.ensure_future(drain.run())
+    try:
+        for _ in range(200):  # many loop turns: an idle drain reads once, then waits
+            await asyncio.sleep(0)
+        assert len(store.reads) == 1
+        store.outboxes[0] = [entry("1-0", "1:a")]
+        drain.notify()  # the pipeline applied a batch
+        for _ in range(200):
+            await asyncio.sleep(0)
+            if not store.outboxes[0]:
+                break
+        assert store.outboxes[0] == [] and len(store.reads) == 2
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_an_idle_drain_still_looks_every_idle_poll():
+    store = FakeStore({0: []})
+    drain = OutboxDrain(store, FakeProducer(targets=1), "device-events", lambda: {0}, batch=4,
+                        interval_s=0, idle_poll_s=0.01)
+    task = asyncio.ensure_future(drain.run())
+    try:
+        store.outboxes[0] = [entry("1-0", "1:a")]  # left without a notify (e.g. by another worker)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if not store.outboxes[0]:
+                break
+        assert store.outboxes[0] == []
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
