@@ -60,9 +60,9 @@ class Ingress:
         return await client.get(f"{self.url}/api/postback/", params=params)
 
 
-# The default (native server + aiokafka) and the main alternative (granian + confluent-kafka):
-# every test of this module runs against both Kafka clients in a real ingress process.
-@pytest.fixture(scope="module", params=["native+aiokafka", "granian+confluent"])
+# The default (native server + confluent-kafka) and the alternatives: every test of this module
+# runs against both Kafka clients and both servers in a real ingress process.
+@pytest.fixture(scope="module", params=["native+confluent", "native+aiokafka", "granian+confluent"])
 async def ingress(infra, request):
     server, client = request.param.split("+")
     from services.common.redis_conn import async_redis
