@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from services.common.background import cancel_and_wait
 from services.common.clock import Clock
 from services.ingress.catalog_cache import CatalogCache
-from services.ingress.event_ids import EventIds
+from services.common.ids import EventIds
 from services.ingress.metrics import IngressMetrics
 from services.ingress.parsing import PostbackRules, RejectedPostback, parse_postback
 from services.ingress.producer import ProduceFailed, RecordProducer
