@@ -113,26 +113,19 @@ class DeviceStateStore:
         values = await self.redis.mget([self.keys(p).applied_offset(self.topic) for p in partitions])
         return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
 
-    async def read_outbox(self, partition: int, count: int) -> list[OutboxEntry]:
-        """Oldest `count` outbox entries of the partition (one per applied batch), in order."""
-        return (await self.read_outboxes([partition], count))[partition]
-
     async def read_outboxes(self, partitions: Sequence[int], count: int) -> dict[int, list[OutboxEntry]]:
-        """`read_outbox` of several partitions in one round trip."""
+        """The oldest `count` outbox entries (one per applied batch) of each partition, in
+        order; one round trip for all."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in partitions:
                 pipe.xrange(self.keys(p).outbox, "-", "+", count=count)
             replies = await pipe.execute()
         return {p: [OutboxEntry(eid.decode(), fields) for eid, fields in rows] for p, rows in zip(partitions, replies)}
 
-    async def ack_outbox(self, partition: int, last_entry_id: str) -> int:
-        """Drop every outbox entry up to and including `last_entry_id` (after Kafka acked its records)."""
-        ms, seq = last_entry_id.split("-")
-        return await self.redis.xtrim(self.keys(partition).outbox, minid=f"{ms}-{int(seq) + 1}", approximate=False)
-
     async def ack_outboxes(self, last_entry_ids: dict[int, str], lengths_of: Sequence[int] = ()) -> dict[int, int]:
-        """`ack_outbox` of several partitions in one round trip; returns the remaining length of
-        the partitions in `lengths_of` (for the backlog gauge)."""
+        """Drop each partition's outbox entries up to and including its `last_entry_id` (after
+        Kafka acked their records), in one round trip; returns the remaining length of the
+        partitions in `lengths_of` (for the backlog gauge)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p, last_entry_id in last_entry_ids.items():
                 ms, seq = last_entry_id.split("-")
@@ -141,9 +134,6 @@ class DeviceStateStore:
                 pipe.xlen(self.keys(p).outbox)
             replies = await pipe.execute()
         return dict(zip(lengths_of, replies[len(last_entry_ids):]))
-
-    async def outbox_length(self, partition: int) -> int:
-        return await self.redis.xlen(self.keys(partition).outbox)
 
     async def wipe_partition(self, partition: int, scan_count: int = 2000) -> int:
         """Delete every key of the partition's hash tag (devices, bitmaps, tids, outbox,
