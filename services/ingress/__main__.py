@@ -41,7 +41,7 @@ def serve(settings: IngressSettings) -> int:
         import uvicorn
 
         # uvicorn+httptools bounds headers by llhttp's built-in limit (80 KB) and has no
-        # header read timeout: one reason granian is the default (docs/architecture.md).
+        # header read timeout: one reason it is not the default (docs/architecture.md).
         uvicorn.run("services.ingress.main:create_app", factory=True, host=host, port=port, workers=settings.workers,
                     http="httptools", loop="uvloop", lifespan="on", access_log=False, log_level="warning",
                     timeout_keep_alive=5)
