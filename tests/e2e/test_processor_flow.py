@@ -53,14 +53,16 @@ async def test_deposits_through_the_stack_get_ordinals_downstream_and_in_segment
                        {"id": "p-2", "status": f"dep_{account_id}"}):
             resp = await client.get(f"{running_stack.ingress_url}/api/postback/", params=params)
             assert resp.status_code == 200, resp.text
-        count = 0
+        # p-1 and p-2 may live on different partitions, applied in different polls: wait for both.
+        count = deposited = 0
         for _ in range(200):
             count = await _count(client, running_stack.query_url, api_key, ["dep_2"], ["dep_3"])
-            if count == 1:
+            deposited = await _count(client, running_stack.query_url, api_key, ["dep"], [])
+            if count == 1 and deposited == 2:
                 break
             await asyncio.sleep(0.1)
         assert count == 1
-        assert await _count(client, running_stack.query_url, api_key, ["dep"], []) == 2
+        assert deposited == 2
         assert await _count(client, running_stack.query_url, api_key, ["install"], ["dep_2"]) == 1
 
         metrics_url = f"http://127.0.0.1:{running_stack.env['PROCESSOR_WEB_PORT']}"
