@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import orjson
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from services.common.keys import NAMES_BUCKET, PartitionKeys, parse_device_state
 from services.common.models import DeviceEventRecord
@@ -84,15 +86,50 @@ class DeviceStateStore:
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
 
+    def _script_call(self, b: PartitionBatch) -> tuple[list, list]:
+        keys = self.keys(b.partition)
+        return [keys.applied_offset(self.topic)], [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset,
+                                                  "1" if b.emit else "0", b.script_events(), b.script_lines()]
+
+    async def send_batch(self, b: PartitionBatch) -> "asyncio.Future[BatchResult]":
+        """Write the batch's EVALSHA to Redis now; returns a future of its result. The caller
+        plans its next batch while Redis applies this one. (A task awaiting the script call only
+        writes it after the event loop has run it twice - after the caller's next CPU-bound
+        step: Redis then sat idle; docs/architecture.md, "Processor".)"""
+        keys, argv = self._script_call(b)
+        pool = self.redis.connection_pool
+        conn = await pool.get_connection()
+        try:
+            await conn.send_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
+        except BaseException:
+            await conn.disconnect()
+            await pool.release(conn)
+            raise
+        return asyncio.ensure_future(self._result(b, conn, keys, argv))
+
+    async def _result(self, b: PartitionBatch, conn, keys: list, argv: list) -> BatchResult:
+        reply = None
+        try:
+            reply = await conn.read_response()
+        except NoScriptError:
+            pass  # the script cache was emptied (Redis restarted): run it through Script, which loads it
+        except BaseException:
+            await conn.disconnect()  # a reply may be left unread on it
+            raise
+        finally:
+            await self.redis.connection_pool.release(conn)
+        if reply is None:
+            reply = await self._script(keys=keys, args=argv)
+        return BatchResult(b.partition, *(int(x) for x in reply))
+
     async def apply_batches(self, batches: Sequence[PartitionBatch]) -> list[BatchResult]:
+        """Several batches (each atomic on its own) in one round trip (tests, rebuild)."""
         if not batches:
             return []
         async with self.redis.pipeline(transaction=False) as pipe:
             for b in batches:
-                keys = self.keys(b.partition)
-                argv = [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset, "1" if b.emit else "0",
-                        b.script_events(), b.script_lines()]
-                await self._script(keys=[keys.applied_offset(self.topic)], args=argv, client=pipe)
+                keys, argv = self._script_call(b)
+                await self._script(keys=keys, args=argv, client=pipe)
             replies = await pipe.execute()
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
 
