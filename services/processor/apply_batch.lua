@@ -32,90 +32,97 @@
 -- Three passes (docs/architecture.md, "Processor": each cut CPU per event, measured):
 --   1. reads: each distinct device's number (HGET of its forward-map bucket), then its packed
 --      state, one HMGET per state bucket;
---   2. the records in offset order on the in-memory states (tid checks stay per record: SET NX);
+--   2. the records in offset order on the in-memory states (tid checks stay per record: one
+--      SET NX GET each, Redis >= 7.0);
 --   3. writes, grouped: one HSET per state / reverse-map bucket, one BITFIELD (old bits back) +
 --      one HINCRBY + one SADD per touched bitmap, the sequence, the outbox entry, the watermark.
---   A device's state is parsed and rendered once per batch, however many of its records it holds.
+--   A device's state is read and written once per batch, however many of its records it holds.
+-- CPU per record (Redis runs Lua 5.1; bench/processor/profile_apply.py measures it): numbers go
+-- to redis.call and into keys as strings formatted once ("%d", or the reply they came from), not
+-- through Lua's / redis.call's sprintf("%.14g" / "%.17g"); stored values are spliced with as few
+-- new strings as possible (Lua interns each one); timestamps compare as canonical decimal strings;
+-- tables are built with all their fields; the garbage collector pauses while the batch runs.
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
+-- No garbage collection while the batch runs (its tables and strings live until the end anyway;
+-- collecting meanwhile re-marks them again and again); it resumes at the end (and, after an
+-- error, at Redis' next periodic GC step).
+collectgarbage('stop')
 local tag = ARGV[1]
-local tid_ttl = tonumber(ARGV[2])
+local tid_ttl_arg = ARGV[2]
+local tid_ttl = tonumber(tid_ttl_arg)
 local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
-local watermark = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local call, find, sub, format, floor = redis.call, string.find, string.sub, string.format, math.floor
+local watermark = tonumber(call('GET', KEYS[1]) or '-1')
 local applied, skipped, dups = 0, 0, 0
-local tokens = {}
+local tokens, ntokens = {}, 0
 local records = 0
 local events = cjson.decode(ARGV[6])
+local nevents = #events
 
-local function send(cmd, key, args, width, out)
-  -- `cmd key args...` in calls of at most ~1,000 values (Lua's unpack stops near 8,000), each a
-  -- whole number of `width`-value groups; appends the replies to `out` when given.
-  local step = width * math.floor(1000 / width)
-  for i = 1, #args, step do
-    local r = redis.call(cmd, key, unpack(args, i, math.min(i + step - 1, #args)))
-    if out then for k = 1, #r do out[#out + 1] = r[k] end end
+local function send(cmd, key, args, nargs, width, out, nout)
+  -- `cmd key args[1..nargs]` in calls of at most ~1,000 values (Lua's unpack stops near 8,000),
+  -- each a whole number of `width`-value groups; appends the replies to `out` (holding `nout`).
+  local step = width * floor(1000 / width)
+  for i = 1, nargs, step do
+    local r = call(cmd, key, unpack(args, i, math.min(i + step - 1, nargs)))
+    if out then
+      for k = 1, #r do out[nout + k] = r[k] end
+      nout = nout + #r
+    end
   end
 end
 
 local function group(groups, keys, key)
-  -- the list of `key` in `groups` (created on first use; `keys` keeps first-use order)
+  -- the list of `key` in `groups` ({n = 0} on first use; `keys` keeps first-use order)
   local list = groups[key]
   if not list then
-    list = {}
+    list = {n = 0}
     groups[key] = list
     keys[#keys + 1] = key
   end
   return list
 end
 
--- A device's packed state is kept as ";code=value;code=value..." while the batch runs (a
--- separator before every entry, so ";<code>=" finds exactly one code) and is searched and
--- spliced in place: no per-device tables (parsing into tables cost more than the rest).
-local needles = {}  -- code -> ";<code>=" (built once per code and batch)
-local function get(st, code)
-  -- the stored value of `code` (nil = never) and its bounds for `put`
-  local needle = needles[code]
-  if not needle then
-    needle = ';' .. code .. '='
-    needles[code] = needle
+local bucket_keys = {v = {}, n = {}}  -- kind -> account -> bucket -> `<tag>:<kind>:<acct>:<bucket>`
+local function bucket_key(kind, acct, bucket)
+  local of_kind = bucket_keys[kind]
+  local of_acct = of_kind[acct]
+  if not of_acct then
+    of_acct = {}
+    of_kind[acct] = of_acct
   end
-  local _, j = string.find(st, needle, 1, true)
-  if not j then return nil end
-  local k = string.find(st, ';', j + 1, true)
-  return string.sub(st, j + 1, (k or 0) - 1), j, k
+  local key = of_acct[bucket]
+  if not key then
+    key = format('%s:%s:%s:%d', tag, kind, acct, bucket)
+    of_acct[bucket] = key
+  end
+  return key
 end
 
-local function put(st, code, value, j, k)
-  -- `st` with `code` set to `value` (j, k from `get`; j nil appends the code)
-  if not j then return st .. ';' .. code .. '=' .. value end
-  if k then return string.sub(st, 1, j) .. value .. string.sub(st, k) end
-  return string.sub(st, 1, j) .. value
-end
-
-local function bump(cur, ts)
-  -- One more occurrence at ts of an event whose stored value is `cur` (nil = never).
-  if not cur then return ts, 1 end
-  local first, last, count = string.match(cur, '^(%d+):(%d+):(%d+)$')
-  if not first then first, last, count = cur, cur, '1' end
-  count = tonumber(count) + 1
-  local t = tonumber(ts)
-  if t > tonumber(last) then last = ts end
-  if t < tonumber(first) then first = ts end
-  return first .. ':' .. last .. ':' .. count, count
-end
-
-local function place(dev, num)
+local fields = {}  -- num % 512 -> its string (formatted once per batch)
+local function place(dev, num, numstr)
+  -- Numbers reach Redis and the keys as strings formatted once: Lua 5.1 and redis.call render
+  -- numbers with sprintf("%.14g" / "%.17g"), which cost more than the rest of a record's work.
   dev.num = num
-  dev.vkey = tag .. ':v:' .. dev.acct .. ':' .. math.floor(num / 512)
-  dev.field = num % 512
+  dev.numstr = numstr
+  dev.vkey = bucket_key('v', dev.acct, floor(num / 512))
+  local f = num % 512
+  local field = fields[f]
+  if not field then
+    field = format('%d', f)
+    fields[f] = field
+  end
+  dev.field = field
 end
 
 -- Pass 1, reads only: every distinct device of the records above the watermark - its dense
 -- number from the forward map, then the packed states, one HMGET per state bucket.
-local devices = {}  -- account -> install id -> {acct, install, ikey, num, vkey, field, state}
+local devices = {}  -- account -> install id -> {acct, install, ikey, num, numstr, vkey, field, state, dirty}
 local event_device = {}  -- i -> the device of events[i] (when above the watermark)
 local to_read, read_keys = {}, {}
-for i, e in ipairs(events) do
+for i = 1, nevents do
+  local e = events[i]
   if e[1] > watermark then
     local acct, install = e[2], e[3]
     local of_acct = devices[acct]
@@ -125,29 +132,38 @@ for i, e in ipairs(events) do
     end
     local dev = of_acct[install]
     if not dev then
-      dev = {acct = acct, install = install, ikey = tag .. ':i:' .. acct .. ':' .. e[8]}
+      -- all fields at once (false = not yet): the table is sized once, never rehashed
+      dev = {acct = acct, install = install, ikey = format('%s:i:%s:%d', tag, acct, e[8]), num = false,
+             numstr = false, vkey = false, field = false, state = false, dirty = false}
       of_acct[install] = dev
-      local num = redis.call('HGET', dev.ikey, install)
-      if num then
-        place(dev, tonumber(num))
-        table.insert(group(to_read, read_keys, dev.vkey), dev)
+      local numstr = call('HGET', dev.ikey, install)
+      if numstr then
+        place(dev, tonumber(numstr), numstr)
+        local list = group(to_read, read_keys, dev.vkey)
+        list.n = list.n + 1
+        list[list.n] = dev
       end
     end
     event_device[i] = dev
   end
 end
-for _, vkey in ipairs(read_keys) do
-  local list, fields, states = to_read[vkey], {}, {}
-  for i, dev in ipairs(list) do fields[i] = dev.field end
-  send('HMGET', vkey, fields, 1, states)
-  for i, dev in ipairs(list) do dev.state = states[i] and (';' .. states[i]) or '' end
+for r = 1, #read_keys do
+  local vkey = read_keys[r]
+  local list, names, states = to_read[vkey], {}, {}
+  local n = list.n
+  for i = 1, n do names[i] = list[i].field end
+  send('HMGET', vkey, names, n, 1, states, 0)
+  for i = 1, n do
+    local st = states[i]
+    list[i].state = st or ''
+  end
 end
 
 -- Pass 2, in offset order: the semantics, on the in-memory states.
 local seqs, seq_accts = {}, {}  -- account -> last dense number handed out (read on first use)
-local bits, bit_lists = {}, {}  -- account -> code -> {acct, code, nums...}: bits to set; all lists
-local dirty = {}  -- devices whose state changed, in first-change order
-local created = {}  -- new devices, in numbering order
+local bits, bit_lists = {}, {}  -- account -> code -> {acct, code, n, numstrs...}: bits to set; all lists
+local dirty, ndirty = {}, 0  -- devices whose state changed, in first-change order
+local created, ncreated = {}, 0  -- new devices, in numbering order
 
 local function index(dev, code)
   local of_acct = bits[dev.acct]
@@ -157,39 +173,88 @@ local function index(dev, code)
   end
   local list = of_acct[code]
   if not list then
-    list = {acct = dev.acct, code = code}
+    list = {acct = dev.acct, code = code, n = 0}
     of_acct[code] = list
     bit_lists[#bit_lists + 1] = list
   end
-  list[#list + 1] = dev.num
+  local n = list.n + 1
+  list.n = n
+  list[n] = dev.numstr
 end
 
-for i, e in ipairs(events) do
-  local offset = e[1]
-  if offset <= watermark then
+-- A device's packed state "code=value;code=value;..." is searched and spliced in place while the
+-- batch runs: no per-device tables (parsing into tables cost more than the rest), and as few new
+-- strings as possible (Lua interns every string it makes: hashing + allocation, ~0.2 us each).
+local needles, heads = {}, {}  -- code -> ";<code>=" / "<code>=" (built once per code and batch)
+local function locate(st, code)
+  -- the position of the '=' of `code`'s entry in `st` (nil = never), and the needles
+  local needle = needles[code]
+  if not needle then
+    needle = ';' .. code .. '='
+    needles[code] = needle
+    heads[code] = code .. '='
+  end
+  local head = heads[code]
+  local _, j = find(st, needle, 1, true)
+  if not j and find(st, head, 1, true) == 1 then j = #head end
+  return j, needle, head
+end
+
+local function append(st, needle, head, value)
+  if st == '' then return head .. value end
+  return st .. needle .. value
+end
+
+-- Counts as strings: the stored count string -> the next count (number and string), once per
+-- distinct count and batch (no tonumber / number formatting per occurrence).
+local next_num, next_str = {}, {}
+local function next_count(s)
+  local n = next_num[s]
+  if not n then
+    n = tonumber(s) + 1
+    next_num[s] = n
+    next_str[s] = format('%d', n)
+  end
+  return n, next_str[s]
+end
+local dep_codes = {}  -- count -> "dep_<count>"
+
+local function before(a, b)
+  -- a < b for timestamps as stored (canonical decimal integers >= 0): by length, then by digits
+  local la, lb = #a, #b
+  if la ~= lb then return la < lb end
+  return a < b
+end
+
+for i = 1, nevents do
+  local e = events[i]
+  if e[1] <= watermark then
     skipped = skipped + 1
-    tokens[#tokens + 1] = '-'
+    ntokens = ntokens + 1
+    tokens[ntokens] = '-'
   else
-    local acct, install, code = e[2], e[3], e[4]
-    local ts, received, tid = e[5], e[6], e[7]
+    local acct, code, ts, tid = e[2], e[4], e[5], e[7]
     local duplicate = false
     if tid ~= '' then
       -- The value is the ingress receive time of the first occurrence, so a replay of the
       -- log (pbseg rebuild) reaches the same dedupe decisions as live processing did.
-      local tkey = tag .. ':t:' .. acct .. ':' .. install .. ':' .. code .. ':' .. tid
-      if not redis.call('SET', tkey, received, 'NX', 'PX', tid_ttl) then
+      -- SET NX GET (Redis >= 7.0): sets when new (reply nil), else returns the first sighting.
+      local received = e[6]
+      local tkey = tag .. ':t:' .. acct .. ':' .. e[3] .. ':' .. code .. ':' .. tid
+      local prev = call('SET', tkey, received, 'NX', 'PX', tid_ttl_arg, 'GET')
+      if prev then
         -- seen before: a duplicate unless the first sighting is older than the retention
-        local prev = redis.call('GET', tkey)
         if tonumber(received) - tonumber(prev) < tid_ttl then
           duplicate = true
         else
-          redis.call('SET', tkey, received, 'PX', tid_ttl)
+          call('SET', tkey, received, 'PX', tid_ttl_arg)
         end
       end
     end
     if duplicate then
       dups = dups + 1
-      tokens[#tokens + 1] = '-'
+      ntokens = ntokens + 1
+      tokens[ntokens] = '-'
     else
       local dev = event_device[i]
       local install_postback = false
@@ -197,14 +262,15 @@ for i, e in ipairs(events) do
       if not dev.num then
         local seq = seqs[acct]
         if not seq then
-          seq = tonumber(redis.call('GET', tag .. ':seq:' .. acct) or '0')
+          seq = tonumber(call('GET', tag .. ':seq:' .. acct) or '0')
           seq_accts[#seq_accts + 1] = acct
         end
         seq = seq + 1
         seqs[acct] = seq
-        place(dev, seq)
-        created[#created + 1] = dev
-        dev.state = ';install=' .. ts
+        place(dev, seq, format('%d', seq))
+        ncreated = ncreated + 1
+        created[ncreated] = dev
+        dev.state = 'install=' .. ts
         index(dev, 'install')
         -- an install postback on a new device IS the device's install occurrence
         install_postback = code == 'install'
@@ -213,29 +279,71 @@ for i, e in ipairs(events) do
           records = records + 1
         end
       end
-      local count, ordinal = 1, ''
+      local count, count_str = 1, '1'
       if not install_postback then
-        local cur, j, k = get(dev.state, code)
-        local new_value
-        new_value, count = bump(cur, ts)
-        dev.state = put(dev.state, code, new_value, j, k)
+        -- one more occurrence at ts: the value "<first>" (count 1) or "<first>:<last>:<count>"
+        local st = dev.state
+        local j, needle, head = locate(st, code)
+        if not j then
+          st = append(st, needle, head, ts)
+        else
+          local k = find(st, ';', j + 1, true)  -- the entry is st[j + 1 .. k - 1]
+          local p = find(st, ':', j + 1, true)
+          local tail = k and sub(st, k) or ''
+          if p and (not k or p < k) then
+            -- "<first>:<last>:<count>"; first <= last, so ts >= last needs no look at first
+            local q = find(st, ':', p + 1, true)
+            local last = sub(st, p + 1, q - 1)
+            count, count_str = next_count(sub(st, q + 1, (k or 0) - 1))
+            if not before(ts, last) then
+              st = sub(st, 1, p) .. ts .. ':' .. count_str .. tail
+            else
+              local first = sub(st, j + 1, p - 1)
+              if before(ts, first) then first = ts end
+              st = sub(st, 1, j) .. first .. ':' .. last .. ':' .. count_str .. tail
+            end
+          else
+            local first = sub(st, j + 1, (k or 0) - 1)
+            count, count_str = 2, '2'
+            if before(ts, first) then
+              st = sub(st, 1, j) .. ts .. ':' .. first .. ':2' .. tail
+            else
+              st = sub(st, 1, j) .. first .. ':' .. ts .. ':2' .. tail
+            end
+          end
+        end
         if count == 1 then index(dev, code) end
         if code == 'dep' then
-          ordinal = tostring(count)
           if count >= 2 then
             -- dep_<n> is reached once per device: always a first occurrence
-            local dn = 'dep_' .. count
-            local _, dj, dk = get(dev.state, dn)
-            dev.state = put(dev.state, dn, ts, dj, dk)
+            local dn = dep_codes[count]
+            if not dn then
+              dn = 'dep_' .. count_str
+              dep_codes[count] = dn
+            end
+            local dj, dneedle, dhead = locate(st, dn)
+            if not dj then
+              st = append(st, dneedle, dhead, ts)
+            else
+              local dk = find(st, ';', dj + 1, true)
+              st = sub(st, 1, dj) .. ts .. (dk and sub(st, dk) or '')
+            end
             index(dev, dn)
           end
         end
+        dev.state = st
       end
       if not dev.dirty then
         dev.dirty = true
-        dirty[#dirty + 1] = dev
+        ndirty = ndirty + 1
+        dirty[ndirty] = dev
       end
-      tokens[#tokens + 1] = prefix .. ordinal .. (count == 1 and ':1' or ':0')
+      -- "<prefix><ordinal>:<first 1/0>"; the ordinal only for deposits
+      local token = count == 1 and ':1' or ':0'
+      if code == 'dep' then token = count_str .. token end
+      if prefix ~= '' then token = prefix .. token end
+      ntokens = ntokens + 1
+      tokens[ntokens] = token
       records = records + 1
       applied = applied + 1
     end
@@ -244,36 +352,44 @@ end
 
 -- Pass 3, writes: grouped per key (one multi-field command per bucket, bitmap and counter).
 local writes, write_keys = {}, {}
-for _, dev in ipairs(created) do
-  redis.call('HSET', dev.ikey, dev.install, dev.num)
-  local list = group(writes, write_keys, tag .. ':n:' .. dev.acct .. ':' .. math.floor(dev.num / 512))
-  list[#list + 1] = dev.field
-  list[#list + 1] = dev.install
+for i = 1, ncreated do
+  local dev = created[i]
+  call('HSET', dev.ikey, dev.install, dev.numstr)
+  local list = group(writes, write_keys, bucket_key('n', dev.acct, floor(dev.num / 512)))
+  local n = list.n
+  list[n + 1], list[n + 2] = dev.field, dev.install
+  list.n = n + 2
 end
-for _, acct in ipairs(seq_accts) do redis.call('SET', tag .. ':seq:' .. acct, seqs[acct]) end
-for _, dev in ipairs(dirty) do
+for _, acct in ipairs(seq_accts) do call('SET', tag .. ':seq:' .. acct, format('%d', seqs[acct])) end
+for i = 1, ndirty do
+  local dev = dirty[i]
   local list = group(writes, write_keys, dev.vkey)
-  list[#list + 1] = dev.field
-  list[#list + 1] = string.sub(dev.state, 2)
+  local n = list.n
+  list[n + 1], list[n + 2] = dev.field, dev.state
+  list.n = n + 2
 end
-for _, key in ipairs(write_keys) do send('HSET', key, writes[key], 2) end
+for _, key in ipairs(write_keys) do
+  local list = writes[key]
+  send('HSET', key, list, list.n, 2)
+end
 for _, list in ipairs(bit_lists) do
   -- The per-code device counter moves by the bits that turned 0 -> 1, so it equals the
   -- bitmap's BITCOUNT, committed in the same script (the overview reads it instead of BITCOUNT).
-  local args, old = {}, {}
-  for i, num in ipairs(list) do
-    args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', num, 1
+  local args, old, n = {}, {}, list.n
+  for i = 1, n do
+    args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', list[i], '1'
   end
-  send('BITFIELD', tag .. ':s:' .. list.acct .. ':' .. list.code, args, 4, old)
+  send('BITFIELD', tag .. ':s:' .. list.acct .. ':' .. list.code, args, 4 * n, 4, old, 0)
   local turned = 0
-  for _, v in ipairs(old) do if v == 0 then turned = turned + 1 end end
-  if turned > 0 then redis.call('HINCRBY', tag .. ':cnt:' .. list.acct, list.code, turned) end
-  redis.call('SADD', tag .. ':codes:' .. list.acct, list.code)
+  for k = 1, #old do if old[k] == 0 then turned = turned + 1 end end
+  if turned > 0 then call('HINCRBY', tag .. ':cnt:' .. list.acct, list.code, turned) end
+  call('SADD', tag .. ':codes:' .. list.acct, list.code)
 end
 if emit_records and records > 0 then
-  redis.call('XADD', tag .. ':outbox', '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
+  call('XADD', tag .. ':outbox', '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
 else
   records = 0
 end
-if batch_last > watermark then redis.call('SET', KEYS[1], batch_last) end
+if batch_last > watermark then call('SET', KEYS[1], ARGV[4]) end
+collectgarbage('restart')
 return {applied, skipped, dups, records}
