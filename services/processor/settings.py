@@ -23,10 +23,13 @@ class ProcessorSettings(CommonSettings):
     fetch_max_wait_ms: int = Field(25, alias="PROCESSOR_FETCH_MAX_WAIT_MS", ge=0, le=1000)
     # Pause between outbox drain rounds unless the last round found a full backlog (then none).
     outbox_interval_ms: int = Field(20, alias="PROCESSOR_OUTBOX_INTERVAL_MS", ge=0, le=1000)
-    # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     # Faust's working directory (it keeps nothing we need: the state lives in Redis).
     datadir: str = Field("/tmp/pbseg-processor", alias="PROCESSOR_DATADIR")
     # After SIGTERM/SIGINT the worker ends within this long, even if Faust's graceful stop hangs
     # (services/processor/worker.py; safe because Redis holds every applied batch atomically).
     shutdown_timeout_s: float = Field(10.0, alias="PROCESSOR_SHUTDOWN_TIMEOUT_S", gt=0, le=300)
+    # Net allocations between young-generation garbage collections (CPython: 700); see
+    # worker.tune_gc: the collector was ~30% of the worker's CPU at the default.
+    gc_threshold: int = Field(50_000, alias="PROCESSOR_GC_THRESHOLD", ge=700, le=10_000_000)
+    # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     session_timeout_ms: int = Field(6000, alias="PROCESSOR_SESSION_TIMEOUT_MS", ge=1000)

@@ -46,3 +46,29 @@ def test_the_worker_keeps_the_root_logger_at_the_level_asked_for():
     root.setLevel(logging.WARNING)
     worker.on_setup_root_logger(root, logging.WARNING)
     assert root.level == logging.WARNING  # Faust's spinner set it to DEBUG
+
+
+def test_tune_gc_raises_the_young_threshold_and_keeps_the_older_ratios():
+    import gc
+
+    from services.processor.worker import tune_gc
+
+    before = gc.get_threshold()
+    try:
+        assert tune_gc(50_000) == (50_000, before[1], before[2])
+        assert gc.get_threshold() == (50_000, before[1], before[2])
+    finally:
+        gc.set_threshold(*before)
+
+
+def test_the_gc_threshold_setting_refuses_values_below_cpythons_default(monkeypatch):
+    import pydantic
+    import pytest
+
+    from services.processor.settings import ProcessorSettings
+
+    monkeypatch.setenv("PROCESSOR_GC_THRESHOLD", "100")
+    with pytest.raises(pydantic.ValidationError, match="PROCESSOR_GC_THRESHOLD"):
+        ProcessorSettings()
+    monkeypatch.setenv("PROCESSOR_GC_THRESHOLD", "200000")
+    assert ProcessorSettings().gc_threshold == 200_000
