@@ -29,7 +29,7 @@ class ProcessorSettings(CommonSettings):
     # (services/processor/worker.py; safe because Redis holds every applied batch atomically).
     shutdown_timeout_s: float = Field(10.0, alias="PROCESSOR_SHUTDOWN_TIMEOUT_S", gt=0, le=300)
     # Net allocations between young-generation garbage collections (CPython: 700); see
-    # worker.tune_gc: the collector was ~30% of the worker's CPU at the default.
+    # worker.tune_gc: at the default the collector took ~20% of the worker's CPU.
     gc_threshold: int = Field(50_000, alias="PROCESSOR_GC_THRESHOLD", ge=700, le=10_000_000)
     # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     session_timeout_ms: int = Field(6000, alias="PROCESSOR_SESSION_TIMEOUT_MS", ge=1000)
