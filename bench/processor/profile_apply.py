@@ -3,12 +3,15 @@ postbacks over 60,000 devices by default, 8 partitions), cut into polls of PROCE
 records, planned (decode + validate + plan) and applied through DeviceStateStore to a private
 redis-server. Reports, per event: the worker's Python CPU for planning and for the store call
 (argument encoding, pipeline, reply), Redis' CPU (INFO used_cpu_user+sys deltas) and
-INFO commandstats of the run (EVALSHA usec per call, XADD, ...).
+INFO commandstats of the run (EVALSHA usec per event in the table; per call, XADD, ... below).
 
 `--script A.lua,B.lua` applies the same records once per apply-script variant (e.g. an older
 apply_batch.lua from `git show <commit>:services/processor/apply_batch.lua`) (fresh key
 prefixes, alternating `--rounds` times) for an A/B in one run; default: the live script.
-Run: .venv/bin/python bench/processor/profile_apply.py [--records N] [--batch 5000] [--rounds 2]
+`--interleave` alternates the variants poll by poll instead (Redis CPU and EVALSHA time per
+variant only): on this noisy 2-vCPU VM whole runs drift by +-15% (see the plan column, the same
+work in every row), which hides differences of that size; poll by poll the drift cancels out.
+Run: .venv/bin/python bench/processor/profile_apply.py [--records N] [--batch 5000] [--rounds 2] [--interleave]
 Prints markdown; writes nothing."""
 
 from __future__ import annotations
@@ -91,9 +94,37 @@ async def one_run(redis, script_text: str, prefix: str, data: list, emit: bool) 
     cpu1 = await redis_cpu(redis)
     stats = await redis.info("commandstats")
     n = sum(len(m) for poll in data for m in poll.values())
-    return {"records": n, "applied": events, "wall": wall, "plan_us": plan_cpu / n * 1e6,
+    evalsha = stats.get("cmdstat_evalsha", {}).get("usec", 0)
+    return {"records": n, "applied": events, "wall": wall, "plan_us": plan_cpu / n * 1e6, "evalsha_us": evalsha / n,
             "store_py_us": apply_cpu / n * 1e6, "redis_us": (cpu1 - cpu0) / n * 1e6,
             "rate": n / wall, "stats": stats}
+
+
+async def interleaved_run(redis, variants: list, rnd: int, data: list, emit: bool) -> list[dict]:
+    """All variants over the same polls, poll by poll (each poll planned once, applied by every
+    variant in turn, the order reversed every other poll): Redis CPU (INFO cpu) and EVALSHA usec
+    (commandstats) are taken around each variant's call, so a drift of the machine's speed
+    during the run (the VM is noisy) hits every variant alike."""
+    stores = []
+    for i, (_, text) in enumerate(variants):
+        store = DeviceStateStore(redis, f"pr{rnd}v{i}", "prof", 30 * 86_400_000)
+        store._script = redis.register_script(text)
+        stores.append(store)
+    cpu = [0.0] * len(variants)
+    evalsha = [0] * len(variants)
+    for k, poll in enumerate(data):
+        batches = [plan_partition_batch(p, msgs, 1_764_000_000_000, emit) for p, msgs in poll.items()]
+        order = list(range(len(variants)))
+        for i in (order[::-1] if k % 2 else order):
+            s0 = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("usec", 0)
+            c0 = await redis_cpu(redis)
+            await stores[i].apply_batches(batches)
+            c1 = await redis_cpu(redis)
+            s1 = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("usec", 0)
+            cpu[i] += c1 - c0
+            evalsha[i] += s1 - s0
+    n = sum(len(m) for poll in data for m in poll.values())
+    return [{"redis_us": cpu[i] / n * 1e6, "evalsha_us": evalsha[i] / n} for i in range(len(variants))]
 
 
 async def main() -> None:
@@ -104,6 +135,8 @@ async def main() -> None:
     ap.add_argument("--script", default="", help="comma-separated apply-script files")
     ap.add_argument("--no-emit", action="store_true")
     ap.add_argument("--no-aof", action="store_true", help="CONFIG SET appendonly no (to see the AOF's share)")
+    ap.add_argument("--interleave", action="store_true",
+                    help="variants poll by poll instead of one whole run each: Redis CPU and EVALSHA time only")
     args = ap.parse_args()
     variants = [(s, with_bucket(Path(s).read_text())) for s in args.script.split(",") if s] or [("live", store_mod._SCRIPT)]
     data = polls(args.records, max(args.records // 5, 1), args.batch)
@@ -113,15 +146,23 @@ async def main() -> None:
     if args.no_aof:
         await redis.config_set("appendonly", "no")
     try:
-        print("| variant | round | records | wall s | rate/s | plan us/ev | store py us/ev | redis us/ev | total us/ev |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        if args.interleave:
+            print("| variant | round | records | redis us/ev | of it EVALSHA us/ev |")
+            print("|---|---|---|---|---|")
+            n = sum(len(m) for poll in data for m in poll.values())
+            for rnd in range(args.rounds):
+                for (name, _), r in zip(variants, await interleaved_run(redis, variants, rnd, data, not args.no_emit)):
+                    print(f"| {name} | {rnd} | {n:,} | {r['redis_us']:.2f} | {r['evalsha_us']:.2f} |", flush=True)
+            return
+        print("| variant | round | records | wall s | rate/s | plan us/ev | store py us/ev | redis us/ev | of it EVALSHA us/ev | total us/ev |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         detail = {}
         for rnd in range(args.rounds):
             for i, (name, text) in enumerate(variants):
                 r = await one_run(redis, text, f"pr{rnd}v{i}", data, not args.no_emit)
                 total = r["plan_us"] + r["store_py_us"] + r["redis_us"]
                 print(f"| {name} | {rnd} | {r['records']:,} | {r['wall']:.2f} | {r['rate']:,.0f} | {r['plan_us']:.1f} | "
-                      f"{r['store_py_us']:.1f} | {r['redis_us']:.1f} | {total:.1f} |", flush=True)
+                      f"{r['store_py_us']:.1f} | {r['redis_us']:.1f} | {r['evalsha_us']:.1f} | {total:.1f} |", flush=True)
                 detail[name] = r["stats"]
         for name, stats in detail.items():
             print(f"\ncommandstats ({name}, last round):")

@@ -186,14 +186,19 @@ end
 -- batch runs: no per-device tables (parsing into tables cost more than the rest), and as few new
 -- strings as possible (Lua interns every string it makes: hashing + allocation, ~0.2 us each).
 local needles, heads = {}, {}  -- code -> ";<code>=" / "<code>=" (built once per code and batch)
-local function locate(st, code)
-  -- the position of the '=' of `code`'s entry in `st` (nil = never), and the needles
+local function needle_of(code)
   local needle = needles[code]
   if not needle then
     needle = ';' .. code .. '='
     needles[code] = needle
     heads[code] = code .. '='
   end
+  return needle
+end
+
+local function locate(st, code)
+  -- the position of the '=' of `code`'s entry in `st` (nil = never), and the needles
+  local needle = needle_of(code)
   local head = heads[code]
   local _, j = find(st, needle, 1, true)
   if not j and find(st, head, 1, true) == 1 then j = #head end
@@ -257,7 +262,7 @@ for i = 1, nevents do
       tokens[ntokens] = '-'
     else
       local dev = event_device[i]
-      local install_postback = false
+      local install_postback, fresh = false, false
       local prefix = ''
       if not dev.num then
         local seq = seqs[acct]
@@ -270,17 +275,23 @@ for i = 1, nevents do
         place(dev, seq, format('%d', seq))
         ncreated = ncreated + 1
         created[ncreated] = dev
-        dev.state = 'install=' .. ts
         index(dev, 'install')
-        -- an install postback on a new device IS the device's install occurrence
+        -- an install postback on a new device IS the device's install occurrence; any other
+        -- code is the new device's first occurrence of it: the state is made in one piece
         install_postback = code == 'install'
-        if not install_postback then
+        if install_postback then
+          dev.state = 'install=' .. ts
+        else
+          fresh = true
+          dev.state = 'install=' .. ts .. needle_of(code) .. ts
           prefix = '+'
           records = records + 1
         end
       end
       local count, count_str = 1, '1'
-      if not install_postback then
+      if fresh then
+        index(dev, code)
+      elseif not install_postback then
         -- one more occurrence at ts: the value "<first>" (count 1) or "<first>:<last>:<count>"
         local st = dev.state
         local j, needle, head = locate(st, code)
