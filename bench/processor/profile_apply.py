@@ -8,9 +8,10 @@ INFO commandstats of the run (EVALSHA usec per event in the table; per call, XAD
 `--script A.lua,B.lua` applies the same records once per apply-script variant (e.g. an older
 apply_batch.lua from `git show <commit>:services/processor/apply_batch.lua`) (fresh key
 prefixes, alternating `--rounds` times) for an A/B in one run; default: the live script.
-`--interleave` alternates the variants poll by poll instead (Redis CPU and EVALSHA time per
-variant only): on this noisy 2-vCPU VM whole runs drift by +-15% (see the plan column, the same
-work in every row), which hides differences of that size; poll by poll the drift cancels out.
+`--interleave` alternates the variants poll by poll instead, each on its own redis-server (Redis
+CPU and EVALSHA time per variant only): on this noisy 2-vCPU VM whole runs drift by +-15% (see
+the plan column, the same work in every row) and the second variant of a round meets a fuller
+Redis and AOF, which hides differences of that size; poll by poll the drift cancels out.
 Run: .venv/bin/python bench/processor/profile_apply.py [--records N] [--batch 5000] [--rounds 2] [--interleave]
 Prints markdown; writes nothing."""
 
@@ -100,15 +101,17 @@ async def one_run(redis, script_text: str, prefix: str, data: list, emit: bool) 
             "rate": n / wall, "stats": stats}
 
 
-async def interleaved_run(redis, variants: list, rnd: int, data: list, emit: bool) -> list[dict]:
+async def interleaved_run(servers: list, variants: list, rnd: int, data: list, emit: bool) -> list[dict]:
     """All variants over the same polls, poll by poll (each poll planned once, applied by every
-    variant in turn, the order reversed every other poll): Redis CPU (INFO cpu) and EVALSHA usec
-    (commandstats) are taken around each variant's call, so a drift of the machine's speed
-    during the run (the VM is noisy) hits every variant alike."""
+    variant in turn, the order reversed every other poll), each variant on its OWN redis-server
+    (`servers`: one client each; one shared Lua VM would let a variant leave its garbage to be
+    collected during another's calls): Redis CPU (INFO cpu) and EVALSHA usec (commandstats) are
+    taken around each call, so a drift of the machine's speed during the run (the VM is noisy)
+    hits every variant alike."""
     stores = []
     for i, (_, text) in enumerate(variants):
-        store = DeviceStateStore(redis, f"pr{rnd}v{i}", "prof", 30 * 86_400_000)
-        store._script = redis.register_script(text)
+        store = DeviceStateStore(servers[i], f"pr{rnd}v{i}", "prof", 30 * 86_400_000)
+        store._script = servers[i].register_script(text)
         stores.append(store)
     cpu = [0.0] * len(variants)
     evalsha = [0] * len(variants)
@@ -116,6 +119,7 @@ async def interleaved_run(redis, variants: list, rnd: int, data: list, emit: boo
         batches = [plan_partition_batch(p, msgs, 1_764_000_000_000, emit) for p, msgs in poll.items()]
         order = list(range(len(variants)))
         for i in (order[::-1] if k % 2 else order):
+            redis = servers[i]
             s0 = (await redis.info("commandstats")).get("cmdstat_evalsha", {}).get("usec", 0)
             c0 = await redis_cpu(redis)
             await stores[i].apply_batches(batches)
@@ -143,15 +147,23 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="profile-apply."))
     proc, url = start_redis(work)
     redis = async_redis(url)
+    servers, extra = [redis], []  # --interleave: one redis-server per variant
+    if args.interleave:
+        for i in range(1, len(variants)):
+            (work / f"v{i}").mkdir()
+            p, u = start_redis(work / f"v{i}")
+            extra.append(p)
+            servers.append(async_redis(u))
     if args.no_aof:
-        await redis.config_set("appendonly", "no")
+        for server in servers:
+            await server.config_set("appendonly", "no")
     try:
         if args.interleave:
             print("| variant | round | records | redis us/ev | of it EVALSHA us/ev |")
             print("|---|---|---|---|---|")
             n = sum(len(m) for poll in data for m in poll.values())
             for rnd in range(args.rounds):
-                for (name, _), r in zip(variants, await interleaved_run(redis, variants, rnd, data, not args.no_emit)):
+                for (name, _), r in zip(variants, await interleaved_run(servers, variants, rnd, data, not args.no_emit)):
                     print(f"| {name} | {rnd} | {n:,} | {r['redis_us']:.2f} | {r['evalsha_us']:.2f} |", flush=True)
             return
         print("| variant | round | records | wall s | rate/s | plan us/ev | store py us/ev | redis us/ev | of it EVALSHA us/ev | total us/ev |")
@@ -170,8 +182,10 @@ async def main() -> None:
                 if s["usec"] > 1000:
                     print(f"  {cmd}: calls {s['calls']:,} usec {s['usec']:,} per call {s['usec_per_call']:.1f}")
     finally:
-        await redis.aclose()
-        proc.stop()
+        for server in servers:
+            await server.aclose()
+        for p in [proc, *extra]:
+            p.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

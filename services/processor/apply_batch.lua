@@ -41,12 +41,9 @@
 -- to redis.call and into keys as strings formatted once ("%d", or the reply they came from), not
 -- through Lua's / redis.call's sprintf("%.14g" / "%.17g"); stored values are spliced with as few
 -- new strings as possible (Lua interns each one); timestamps compare as canonical decimal strings;
--- a device is an array made with all its slots; the garbage collector pauses while the batch runs.
+-- a device is an array made with all its slots. (Pausing the garbage collector during the batch
+-- saved 4% of the instructions but cost ~20% more Redis CPU: the heap outgrew the caches.)
 -- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
--- No garbage collection while the batch runs (its tables and strings live until the end anyway;
--- collecting meanwhile re-marks them again and again); it resumes at the end (and, after an
--- error, at Redis' next periodic GC step).
-collectgarbage('stop')
 local tag = ARGV[1]
 local tid_ttl_arg = ARGV[2]
 local tid_ttl = tonumber(tid_ttl_arg)
@@ -403,5 +400,4 @@ else
   records = 0
 end
 if batch_last > watermark then call('SET', KEYS[1], ARGV[4]) end
-collectgarbage('restart')
 return {applied, skipped, dups, records}
