@@ -91,36 +91,41 @@ class DeviceStateStore:
         return [keys.applied_offset(self.topic)], [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset,
                                                   "1" if b.emit else "0", b.script_events(), b.script_lines()]
 
-    async def send_batch(self, b: PartitionBatch) -> "asyncio.Future[BatchResult]":
-        """Write the batch's EVALSHA to Redis now; returns a future of its result. The caller
-        plans its next batch while Redis applies this one. (A task awaiting the script call only
-        writes it after the event loop has run it twice - after the caller's next CPU-bound
-        step: Redis then sat idle; docs/architecture.md, "Processor".)"""
-        keys, argv = self._script_call(b)
+    async def send_batches(self, batches: Sequence[PartitionBatch]) -> "asyncio.Future[list[BatchResult]]":
+        """Write the batches' EVALSHAs (one per batch, each atomic on its own) to Redis in one
+        write, now; returns a future of their results, in order. The caller plans its next
+        batches while Redis applies these. (A task awaiting the script call only writes it after
+        the event loop has run it twice - after the caller's next CPU-bound step: Redis then sat
+        idle; docs/architecture.md, "Processor".) At most one batch per partition."""
+        calls = [self._script_call(b) for b in batches]
         pool = self.redis.connection_pool
         conn = await pool.get_connection()
         try:
-            await conn.send_command("EVALSHA", self._script.sha, len(keys), *keys, *argv)
+            await conn.send_packed_command(conn.pack_commands(
+                [("EVALSHA", self._script.sha, len(keys), *keys, *argv) for keys, argv in calls]))
         except BaseException:
             await conn.disconnect()
             await pool.release(conn)
             raise
-        return asyncio.ensure_future(self._result(b, conn, keys, argv))
+        return asyncio.ensure_future(self._results(batches, calls, conn))
 
-    async def _result(self, b: PartitionBatch, conn, keys: list, argv: list) -> BatchResult:
-        reply = None
+    async def _results(self, batches: Sequence[PartitionBatch], calls: list, conn) -> list[BatchResult]:
+        replies: list = []
         try:
-            reply = await conn.read_response()
-        except NoScriptError:
-            pass  # the script cache was emptied (Redis restarted): run it through Script, which loads it
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except NoScriptError:
+                    replies.append(None)  # the script cache was emptied (Redis restarted): below
         except BaseException:
-            await conn.disconnect()  # a reply may be left unread on it
+            await conn.disconnect()  # replies may be left unread on it
             raise
         finally:
             await self.redis.connection_pool.release(conn)
-        if reply is None:
-            reply = await self._script(keys=keys, args=argv)
-        return BatchResult(b.partition, *(int(x) for x in reply))
+        for i, (keys, argv) in enumerate(calls):
+            if replies[i] is None:  # run through Script, which loads it (partitions are independent)
+                replies[i] = await self._script(keys=keys, args=argv)
+        return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
 
     async def apply_batches(self, batches: Sequence[PartitionBatch]) -> list[BatchResult]:
         """Several batches (each atomic on its own) in one round trip (tests, rebuild)."""

@@ -67,7 +67,7 @@ class Harness:
         self.group = group
         self.store = DeviceStateStore(redis_client, key_prefix, self.postbacks, 30 * DAY)
 
-    async def run_until_applied(self, total_records: int, clock=None) -> PostbackPipeline:
+    async def run_until_applied(self, total_records: int, clock=None, send_at: int = 1000) -> PostbackPipeline:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.infra.kafka, group_id=self.group, enable_auto_commit=False,
                                     auto_offset_reset="earliest", session_timeout_ms=6000, heartbeat_interval_ms=2000)
         producer = AIOKafkaProducer(bootstrap_servers=self.infra.kafka, acks="all", enable_idempotence=True)
@@ -75,7 +75,7 @@ class Harness:
         await producer.start()
         try:
             pipeline = PostbackPipeline(consumer, producer, self.store, clock or FixedClock(T0 + 5), self.postbacks,
-                                        self.rejected, 1000)
+                                        self.rejected, 1000, send_at=send_at)
             pipeline.subscribe()
             drain = OutboxDrain(self.store, producer, self.device_events, lambda: set(pipeline.owned_partitions), 500)
             for _ in range(300):
@@ -112,8 +112,10 @@ async def harness(infra, redis_client, key_prefix, topic_factory, unique):
     return Harness(infra, redis_client, key_prefix, topics, f"proc-{unique}")
 
 
-async def test_postbacks_become_device_state_events_and_rejections(harness, infra, redis_client):
-    """Events, install, ordinals, tid dedupe and bitmaps in Redis; records downstream; bad records rejected."""
+@pytest.mark.parametrize("send_at", [1000, 1])
+async def test_postbacks_become_device_state_events_and_rejections(harness, infra, redis_client, send_at):
+    """Events, install, ordinals, tid dedupe and bitmaps in Redis; records downstream; bad records
+    rejected - whether a poll's partition batches go to Redis in one write or one write each."""
     k1, k2 = b"1:d1", b"1:d2"
     items = [
         (k1, pb("e1", "d1", "reg", T0)),
@@ -128,7 +130,7 @@ async def test_postbacks_become_device_state_events_and_rejections(harness, infr
     rejected_before = metrics.REJECTIONS.labels("reserved_event")._value.get()
     tids_before = metrics.DUPLICATES.labels("tid")._value.get()
     await produce(infra.kafka, harness.postbacks, items)
-    await harness.run_until_applied(len(items))
+    await harness.run_until_applied(len(items), send_at=send_at)
 
     d1 = await harness.device("d1")
     assert parse_event_value(d1["dep"]) == (T0 + 5, T0 + 10, 2)

@@ -1,6 +1,6 @@
-"""DeviceStateStore.send_batch on the real Redis: the EVALSHA is on the wire when it returns (Redis
-applies the batch while the worker goes on planning), a script missing from Redis' cache is
-loaded and run, and the results equal those of apply_batches."""
+"""DeviceStateStore.send_batches on the real Redis: the EVALSHAs are on the wire when it returns
+(Redis applies the batches while the worker goes on planning), a script missing from Redis' cache
+is loaded and run, and the results equal those of apply_batches."""
 
 import time
 
@@ -27,51 +27,53 @@ async def _delete(client, prefix):
         await client.unlink(key)
 
 
-async def test_the_script_is_sent_before_send_batch_returns(infra, redis_client, key_prefix):
-    """With the event loop blocked right after send_batch returned, Redis still applies the batch:
-    it had the whole request already (a task would not have sent it yet)."""
+async def test_the_scripts_are_sent_before_send_batches_returns(infra, redis_client, key_prefix):
+    """With the event loop blocked right after send_batches returned, Redis still applies both
+    batches: it had the whole request already (a task would not have sent it yet)."""
     store = DeviceStateStore(redis_client, key_prefix, "send", 30 * DAY)
-    watermark = PartitionKeys(key_prefix, 0).applied_offset("send")
+    marks = [PartitionKeys(key_prefix, p).applied_offset("send") for p in (0, 1)]
     await store.apply_batches([plan_partition_batch(0, _messages(1), T0, emit=False)])  # connect, load the script
     probe = redis.Redis.from_url(infra.redis_url)
     try:
-        pending = await store.send_batch(plan_partition_batch(0, _messages(40, start=1), T0, emit=False))
+        pending = await store.send_batches([plan_partition_batch(0, _messages(40, start=1), T0, emit=False),
+                                            plan_partition_batch(1, _messages(5), T0, emit=False)])
         deadline = time.monotonic() + 10
-        while probe.get(watermark) != b"40" and time.monotonic() < deadline:
+        while probe.mget(marks) != [b"40", b"4"] and time.monotonic() < deadline:
             time.sleep(0.01)  # blocks the event loop: nothing of ours runs meanwhile
-        assert probe.get(watermark) == b"40"
-        result = await pending
-        assert (result.partition, result.applied, result.skipped_offsets) == (0, 40, 0)
+        assert probe.mget(marks) == [b"40", b"4"]
+        results = await pending
+        assert [(r.partition, r.applied, r.skipped_offsets) for r in results] == [(0, 40, 0), (1, 5, 0)]
     finally:
         probe.close()
         await _delete(redis_client, key_prefix)
 
 
 async def test_a_script_missing_from_the_cache_is_loaded_and_applied(redis_client, key_prefix):
-    """A script Redis does not know (as after a Redis restart) answers NOSCRIPT; send_batch's
-    result then comes from loading and running it, once."""
+    """A script Redis does not know (as after a Redis restart) answers NOSCRIPT for every batch
+    of the write; the results then come from loading and running it, once per batch."""
     store = DeviceStateStore(redis_client, key_prefix, "send", 30 * DAY)
     # the same script under a sha Redis has never seen (unique per test run)
     store._script = redis_client.register_script(_SCRIPT + f"\n-- {key_prefix}\n")
     assert (await redis_client.script_exists(store._script.sha)) == [False]
     try:
-        result = await (await store.send_batch(plan_partition_batch(1, _messages(10), T0, emit=False)))
-        assert (result.applied, result.skipped_offsets) == (10, 0)
+        results = await (await store.send_batches([plan_partition_batch(1, _messages(10), T0, emit=False),
+                                                   plan_partition_batch(2, _messages(3), T0, emit=False)]))
+        assert [(r.partition, r.applied, r.skipped_offsets) for r in results] == [(1, 10, 0), (2, 3, 0)]
         assert await redis_client.get(PartitionKeys(key_prefix, 1).applied_offset("send")) == b"9"
-        again = await (await store.send_batch(plan_partition_batch(1, _messages(10), T0, emit=False)))
+        (again,) = await (await store.send_batches([plan_partition_batch(1, _messages(10), T0, emit=False)]))
         assert (again.applied, again.skipped_offsets) == (0, 10)
     finally:
         await _delete(redis_client, key_prefix)
 
 
 async def test_send_batch_and_apply_batches_give_the_same_state(redis_client, key_prefix):
-    """The two ways of applying reach the same device states, counts and watermark."""
+    """The two ways of applying reach the same results, device states and counts."""
     one = DeviceStateStore(redis_client, key_prefix + "a", "send", 30 * DAY)
     two = DeviceStateStore(redis_client, key_prefix + "b", "send", 30 * DAY)
     msgs = _messages(60)
     try:
         for chunk in (msgs[:25], msgs[25:]):
-            a = await (await one.send_batch(plan_partition_batch(2, chunk, T0, emit=True)))
+            (a,) = await (await one.send_batches([plan_partition_batch(2, chunk, T0, emit=True)]))
             (b,) = await two.apply_batches([plan_partition_batch(2, chunk, T0, emit=True)])
             assert a == b
         for i in range(7):
