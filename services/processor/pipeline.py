@@ -30,7 +30,7 @@ log = structlog.get_logger("processor")
 # the poll). Full polls (5,000 records over 8 partitions) then make ~4 writes and Redis starts on
 # the first while the worker plans the rest; small polls (a steady 10,000/s is ~250 records per
 # 25 ms fetch) make one, keeping per-write costs (a pooled connection, a task, a reply read)
-# off every small batch: one write per partition cost ~25% more worker CPU per postback there.
+# off every small batch: one write per partition cost ~50% more worker CPU per postback there.
 SEND_AT = 1000
 
 
@@ -70,7 +70,7 @@ class PostbackPipeline:
         self.max_batch = max_batch
         self.send_at = send_at
         self.owned_partitions: set[int] = set()
-        self._in_flight: dict[int, asyncio.Future] = {}  # partition -> its last batch's apply task
+        self._in_flight: dict[int, asyncio.Future] = {}  # partition -> the apply task of its last write
         self.ready = asyncio.Event()
         self._rate = metrics.RateWindow()
         self._last_commit = 0.0
