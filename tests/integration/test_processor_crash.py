@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from services.common.keys import PartitionKeys, parse_device_state, parse_event_value
 from services.common.models import PostbackRecord
 from services.processor.reference import ReferenceDeviceState
+from services.processor.store import DeviceStateStore
 from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
 
 PARTITIONS = 4
@@ -270,3 +271,9 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
     # Every bad record reached the rejected topic (a crash may repeat one, never lose one).
     rejected = await read_all(infra.kafka, env["PBSEG_TOPIC_REJECTED"])
     assert len({orjson.loads(m.value)["message"] for m in rejected}) == bad
+
+    # Passed: drop the run's ~47,000 keys (tids live 30 days), so that repeated runs do not
+    # grow the shared Redis that later tests SCAN.
+    store = DeviceStateStore(redis_client, key_prefix, topic, 30 * 86_400_000)
+    for p in range(PARTITIONS):
+        await store.wipe_partition(p)
