@@ -128,15 +128,11 @@ class DeviceStateStore:
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
 
     async def apply_batches(self, batches: Sequence[PartitionBatch]) -> list[BatchResult]:
-        """Several batches (each atomic on its own) in one round trip (tests, rebuild)."""
+        """Several batches (each atomic on its own, at most one per partition), applied before
+        returning (rebuild, tests)."""
         if not batches:
             return []
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for b in batches:
-                keys, argv = self._script_call(b)
-                await self._script(keys=keys, args=argv, client=pipe)
-            replies = await pipe.execute()
-        return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
+        return await (await self.send_batches(batches))
 
     async def device(self, partition: int, account_id: int, install_id: str) -> tuple[int, dict[str, str]] | None:
         """(dense device number, {code: stored value}) of a device on this partition, or None."""
