@@ -6,13 +6,12 @@ so readers can poll one small key and reload when it moves.
 
 Limits: at most `MAX_CUSTOM_EVENTS` custom events per account; event codes are unique per
 account case-insensitively (`Promo` and `promo` cannot both exist) and the reserved codes
-(`install`, `reg`, `dep`, `dep_<digits>`, in any case) are refused.
+(services/domain/codes.py, `is_reserved_code`) are refused.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -23,21 +22,12 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
 from services.common.keys import CatalogKeys
+from services.domain.codes import FIRST_CUSTOM_ID, SYSTEM_EVENTS
 
-SYSTEM_EVENTS: tuple[str, ...] = ("install", "reg", "dep")
-# System events have the fixed ids 1, 2, 3; custom event ids start above FIRST_CUSTOM_ID - 1.
-SYSTEM_EVENT_IDS: dict[str, int] = {"install": 1, "reg": 2, "dep": 3}
-FIRST_CUSTOM_ID = 101
 MAX_CUSTOM_EVENTS = 10_000
-_DEPOSIT_ORDINAL = re.compile(r"^dep_[0-9]+$", re.IGNORECASE)
 _HERE = Path(__file__).parent
 _CREATE_EVENT = (_HERE / "catalog_event_create.lua").read_text()
 _CHANGE_EVENT = (_HERE / "catalog_event_change.lua").read_text()
-
-
-def is_reserved_code(code: str) -> bool:
-    """install, reg, dep and dep_<digits> belong to the system (compared case-insensitively)."""
-    return code.lower() in SYSTEM_EVENTS or bool(_DEPOSIT_ORDINAL.match(code))
 
 
 def hash_api_key(api_key: str) -> str:

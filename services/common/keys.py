@@ -9,7 +9,13 @@ works on Redis Cluster unchanged. Catalog keys (accounts, API keys, events) shar
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
+
+
+def partition_tag(prefix: str, partition: int) -> str:
+    """The hash tag of every key of one partition: `{<prefix>:p<partition>}`."""
+    return "{" + f"{prefix}:p{partition}" + "}"
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,25 @@ class CatalogKeys:
         return f"{self.tag}:version"
 
 
+# Every key of one partition, after its hash tag: the template of each, by name. The Python
+# methods below and the Lua scripts (through `lua_header`) both build keys from this table.
+PARTITION_KEYS: dict[str, str] = {
+    "applied_offset": "applied:{topic}",
+    "device_index": "i:{account}:{bucket}",
+    "device_states": "v:{account}:{bucket}",
+    "device_seq": "seq:{account}",
+    "device_names": "n:{account}:{bucket}",
+    "segment": "s:{account}:{code}",
+    "device_counts": "cnt:{account}",
+    "segment_codes": "codes:{account}",
+    # The install id is length-prefixed: install ids and tids may contain ':', codes never do,
+    # so no two (install id, code, tid) share a key.
+    "tid": "t:{account}:{install_len}:{install_id}:{code}:{tid}",
+    "outbox": "outbox",
+    "scratch": "scratch:{token}",
+}
+
+
 @dataclass(frozen=True)
 class PartitionKeys:
     """Keys owned by one partition of the postbacks topic."""
@@ -61,55 +86,70 @@ class PartitionKeys:
 
     @property
     def tag(self) -> str:
-        return "{" + f"{self.prefix}:p{self.partition}" + "}"
+        return partition_tag(self.prefix, self.partition)
+
+    def _key(self, name: str, **parts) -> str:
+        return f"{self.tag}:" + PARTITION_KEYS[name].format(**parts)
 
     def applied_offset(self, topic: str) -> str:
         """String: the highest offset of `topic`/partition whose effects are in Redis."""
-        return f"{self.tag}:applied:{topic}"
+        return self._key("applied_offset", topic=topic)
 
     def device_index(self, account_id: int, bucket: int) -> str:
         """Hash (forward map): install id -> dense device number, for the install ids whose
         `device_index_bucket` is `bucket` (DEVICE_INDEX_BUCKETS buckets per account and partition)."""
-        return f"{self.tag}:i:{account_id}:{bucket}"
+        return self._key("device_index", account=account_id, bucket=bucket)
 
     def device_index_of(self, account_id: int, install_id: str) -> str:
         """The forward-map bucket key holding `install_id`."""
         return self.device_index(account_id, device_index_bucket(install_id))
 
     def device_states(self, account_id: int, bucket: int) -> str:
-        """Hash: device number % 512 -> the device's packed state (`format_device_state`), for
-        device numbers in bucket number // 512 (like the reverse map)."""
-        return f"{self.tag}:v:{account_id}:{bucket}"
+        """Hash: device number % NAMES_BUCKET -> the device's packed state
+        (services/domain/device_state.py), for device numbers in bucket number // NAMES_BUCKET."""
+        return self._key("device_states", account=account_id, bucket=bucket)
 
     def device_seq(self, account_id: int) -> str:
         """Counter: the last dense device number handed out in this account and partition."""
-        return f"{self.tag}:seq:{account_id}"
+        return self._key("device_seq", account=account_id)
 
     def device_names(self, account_id: int, bucket: int) -> str:
-        """Hash: device number (within bucket of 512) -> install id (the reverse map)."""
-        return f"{self.tag}:n:{account_id}:{bucket}"
+        """Hash: device number % NAMES_BUCKET -> install id (the reverse map)."""
+        return self._key("device_names", account=account_id, bucket=bucket)
 
     def segment(self, account_id: int, code: str) -> str:
         """Bitmap over dense device numbers: bit n set when the event occurred on device n."""
-        return f"{self.tag}:s:{account_id}:{code}"
+        return self._key("segment", account=account_id, code=code)
 
     def device_counts(self, account_id: int) -> str:
         """Hash: event code -> devices of the account in this partition on which it occurred
         (= BITCOUNT of the code's bitmap; maintained by the apply script with the bit)."""
-        return f"{self.tag}:cnt:{account_id}"
+        return self._key("device_counts", account=account_id)
 
     def segment_codes(self, account_id: int) -> str:
         """Set: every event code with a segment bitmap in this account and partition."""
-        return f"{self.tag}:codes:{account_id}"
+        return self._key("segment_codes", account=account_id)
 
     def tid(self, account_id: int, install_id: str, code: str, tid: str) -> str:
-        """String with TTL: a recorded transaction id (dedupe window)."""
-        return f"{self.tag}:t:{account_id}:{install_id}:{code}:{tid}"
+        """String with TTL: a recorded transaction id (dedupe window); the value is the ingress
+        receive time of its first sighting."""
+        return self._key("tid", account=account_id, install_len=len(install_id), install_id=install_id, code=code, tid=tid)
 
     @property
     def outbox(self) -> str:
         """Stream: enriched device-event records waiting to be published to Kafka."""
-        return f"{self.tag}:outbox"
+        return self._key("outbox")
+
+    def scratch(self, token: str) -> str:
+        """A query's short-lived scratch bitmap (deleted by the script that made it)."""
+        return self._key("scratch", token=token)
+
+    def device_location(self, number: int) -> tuple[int, int]:
+        """(bucket, field) of a device number in the reverse map and the state hashes."""
+        return divmod(number, NAMES_BUCKET)
+
+
+REJECTED_LIST = "list:{account}"
 
 
 @dataclass(frozen=True)
@@ -125,7 +165,7 @@ class RejectedKeys:
 
     def recent(self, account_id: int) -> str:
         """List, newest first: JSON rejected-postback.v1 records of the account (bounded)."""
-        return f"{self.tag}:list:{account_id}"
+        return f"{self.tag}:" + REJECTED_LIST.format(account=account_id)
 
     def applied_offset(self, topic: str, partition: int) -> str:
         """String: highest offset of the rejected topic/partition already in the lists."""
@@ -155,38 +195,30 @@ def device_index_bucket(install_id: str, _sha1=hashlib.sha1) -> int:
     return ((digest[2] & 0x0F) << 8) | digest[3]
 
 
-def parse_device_state(value: str | bytes) -> dict[str, str]:
-    """A packed device state `code=value;code=value;...` -> {code: value} in stored order
-    (values as `parse_event_value` reads them). Raises ValueError when malformed."""
-    text = value.decode() if isinstance(value, bytes) else value
-    out: dict[str, str] = {}
-    if not text:
-        return out
-    for part in text.split(";"):
-        code, sep, event_value = part.partition("=")
-        if not sep or not code or not event_value:
-            raise ValueError(f"not a packed device state: {text!r}")
-        out[code] = event_value
-    return out
+# ------------------------------------------------------------------ the Lua scripts' header
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
 
 
-def format_device_state(events: dict[str, str]) -> str:
-    """{code: value} -> the packed form apply_batch.lua stores (codes never contain '=' or ';')."""
-    return ";".join(f"{code}={value}" for code, value in events.items())
+def _lua_key_function(name: str, template: str) -> str:
+    """`local function key_<name>(tag, <parts>) return tag .. ':<...>' .. part ... end`."""
+    pieces = _PLACEHOLDER.split(template)  # text, name, text, name, ..., text
+    params = pieces[1::2]
+    exprs = []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            exprs.append(piece)
+        elif piece or i == 0:
+            exprs.append(repr(":" + piece if i == 0 else piece))
+    body = " .. ".join(["tag", *[e for e in exprs if e != "''"]])
+    return f"local function key_{name}({', '.join(['tag', *params])}) return {body} end"
 
 
-def format_event_value(first: int, last: int, count: int) -> str:
-    """(first_ms, last_ms, count) -> the stored value: `first_ms` alone while count is 1."""
-    return str(first) if count == 1 and first == last else f"{first}:{last}:{count}"
-
-
-def parse_event_value(value: str | bytes) -> tuple[int, int, int]:
-    """One event's value in a packed device state -> (first_ms, last_ms, count). Raises ValueError when malformed."""
-    text = value.decode() if isinstance(value, bytes) else value
-    parts = text.split(":")
-    if len(parts) == 1:
-        first = int(parts[0])
-        return first, first, 1
-    if len(parts) == 3:
-        return int(parts[0]), int(parts[1]), int(parts[2])
-    raise ValueError(f"not a device event value: {text!r}")
+def lua_header() -> str:
+    """The Lua prelude every script of the partition layout is loaded with: the layout's
+    constants and one function per key (`key_segment(tag, account, code)`, ...), generated from
+    PARTITION_KEYS, so the scripts never spell a key or a constant (a unit test checks)."""
+    lines = ["-- generated by services/common/keys.py (lua_header): the key layout; do not edit",
+             f"local NAMES_BUCKET = {NAMES_BUCKET}", f"local DEVICE_INDEX_BUCKETS = {DEVICE_INDEX_BUCKETS}"]
+    lines += [_lua_key_function(name, template) for name, template in PARTITION_KEYS.items()]
+    lines.append(_lua_key_function("rejected_list", REJECTED_LIST))
+    return "\n".join(lines) + "\n"

@@ -20,15 +20,15 @@
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
 --   The script never parses it: it stores it as is, next to what only it knows.
--- Device layout (services/common/keys.py): forward map `<tag>:i:<acct>:<bucket>`
---   field install id -> dense device number; the device's whole state is ONE string field
---   `<tag>:v:<acct>:<num // 512>` field `num % 512` = "code=value;code=value;..." in first-seen
---   order, value "<first_ms>" while count is 1, else "<first_ms>:<last_ms>:<count>".
--- Outbox: ONE stream entry per batch: `h` = ARGV[7], `t` = one token per event, joined by ",":
+-- Keys and layout constants come from the header keys.lua_header() generates from
+-- services/common/keys.py (key_device_index(tag, account, bucket), NAMES_BUCKET, ...): this file
+-- spells none. Device layout: the forward map (key_device_index) maps install id -> dense device
+-- number; the device's whole state is ONE string field of key_device_states(tag, acct,
+-- num // NAMES_BUCKET), field num % NAMES_BUCKET, in services/domain/device_state.py's packed form.
+-- Outbox: ONE stream entry per batch: `h` = ARGV[7], `t` = one token per event, joined by ","
+--   (the format is services/domain/device_event.py's, which turns heads + tokens into records):
 --   "-" nothing to publish (offset already applied, or a repeated tid); else "<ordinal>:<first>"
---   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new and its
---   `install` record (event id "<event_id>:install") comes first. store.OutboxEntry.records()
---   turns heads + tokens into the records.
+--   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new.
 -- Three passes (docs/architecture.md, "Processor": each cut CPU per event, measured):
 --   1. reads: each distinct device's number (HGET of its forward-map bucket), then its packed
 --      state, one HMGET per state bucket;
@@ -83,9 +83,9 @@ local function group(groups, keys, key)
   return list
 end
 
-local bucket_keys = {v = {}, n = {}}  -- kind -> account -> bucket -> `<tag>:<kind>:<acct>:<bucket>`
-local function bucket_key(kind, acct, bucket)
-  local of_kind = bucket_keys[kind]
+local bucket_keys = {[key_device_states] = {}, [key_device_names] = {}}  -- key function -> account -> bucket -> key
+local function bucket_key(key_of, acct, bucket)
+  local of_kind = bucket_keys[key_of]
   local of_acct = of_kind[acct]
   if not of_acct then
     of_acct = {}
@@ -93,20 +93,20 @@ local function bucket_key(kind, acct, bucket)
   end
   local key = of_acct[bucket]
   if not key then
-    key = format('%s:%s:%s:%d', tag, kind, acct, bucket)
+    key = key_of(tag, acct, bucket)
     of_acct[bucket] = key
   end
   return key
 end
 
-local fields = {}  -- num % 512 -> its string (formatted once per batch)
+local fields = {}  -- num % NAMES_BUCKET -> its string (formatted once per batch)
 local function place(dev, num, numstr)
   -- Numbers reach Redis and the keys as strings formatted once: Lua 5.1 and redis.call render
   -- numbers with sprintf("%.14g" / "%.17g"), which cost more than the rest of a record's work.
   dev[NUM] = num
   dev[NUMSTR] = numstr
-  dev[VKEY] = bucket_key('v', dev[ACCT], floor(num / 512))
-  local f = num % 512
+  dev[VKEY] = bucket_key(key_device_states, dev[ACCT], floor(num / NAMES_BUCKET))
+  local f = num % NAMES_BUCKET
   local field = fields[f]
   if not field then
     field = format('%d', f)
@@ -132,7 +132,7 @@ for i = 1, nevents do
     local dev = of_acct[install]
     if not dev then
       -- all fields at once (false = not yet): the table is sized once, never rehashed
-      dev = {acct, install, format('%s:i:%s:%d', tag, acct, e[8]), false, false, false, false, false, false}
+      dev = {acct, install, key_device_index(tag, acct, e[8]), false, false, false, false, false, false}
       of_acct[install] = dev
       local numstr = call('HGET', dev[IKEY], install)
       if numstr then
@@ -243,7 +243,7 @@ for i = 1, nevents do
       -- log (pbseg rebuild) reaches the same dedupe decisions as live processing did.
       -- SET NX GET (Redis >= 7.0): sets when new (reply nil), else returns the first sighting.
       local received = e[6]
-      local tkey = tag .. ':t:' .. acct .. ':' .. e[3] .. ':' .. code .. ':' .. tid
+      local tkey = key_tid(tag, acct, #e[3], e[3], code, tid)
       local prev = call('SET', tkey, received, 'NX', 'PX', tid_ttl_arg, 'GET')
       if prev then
         -- seen before: a duplicate unless the first sighting is older than the retention
@@ -265,7 +265,7 @@ for i = 1, nevents do
       if not dev[NUM] then
         local seq = seqs[acct]
         if not seq then
-          seq = tonumber(call('GET', tag .. ':seq:' .. acct) or '0')
+          seq = tonumber(call('GET', key_device_seq(tag, acct)) or '0')
           seq_accts[#seq_accts + 1] = acct
         end
         seq = seq + 1
@@ -364,12 +364,12 @@ local writes, write_keys = {}, {}
 for i = 1, ncreated do
   local dev = created[i]
   call('HSET', dev[IKEY], dev[INSTALL], dev[NUMSTR])
-  local list = group(writes, write_keys, bucket_key('n', dev[ACCT], floor(dev[NUM] / 512)))
+  local list = group(writes, write_keys, bucket_key(key_device_names, dev[ACCT], floor(dev[NUM] / NAMES_BUCKET)))
   local n = list.n
   list[n + 1], list[n + 2] = dev[FIELD], dev[INSTALL]
   list.n = n + 2
 end
-for _, acct in ipairs(seq_accts) do call('SET', tag .. ':seq:' .. acct, format('%d', seqs[acct])) end
+for _, acct in ipairs(seq_accts) do call('SET', key_device_seq(tag, acct), format('%d', seqs[acct])) end
 for i = 1, ndirty do
   local dev = dirty[i]
   local list = group(writes, write_keys, dev[VKEY])
@@ -388,14 +388,14 @@ for _, list in ipairs(bit_lists) do
   for i = 1, n do
     args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', list[i], '1'
   end
-  send('BITFIELD', tag .. ':s:' .. list.acct .. ':' .. list.code, args, 4 * n, 4, old, 0)
+  send('BITFIELD', key_segment(tag, list.acct, list.code), args, 4 * n, 4, old, 0)
   local turned = 0
   for k = 1, #old do if old[k] == 0 then turned = turned + 1 end end
-  if turned > 0 then call('HINCRBY', tag .. ':cnt:' .. list.acct, list.code, turned) end
-  call('SADD', tag .. ':codes:' .. list.acct, list.code)
+  if turned > 0 then call('HINCRBY', key_device_counts(tag, list.acct), list.code, turned) end
+  call('SADD', key_segment_codes(tag, list.acct), list.code)
 end
 if emit_records and records > 0 then
-  call('XADD', tag .. ':outbox', '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
+  call('XADD', key_outbox(tag), '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
 else
   records = 0
 end

@@ -7,15 +7,13 @@ stop the partition (no crash loop).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from pydantic import ValidationError
 
 from services.common.models import PostbackRecord
+from services.domain.codes import is_postable
 
-# dep_<n> are minted by the processor (the n-th deposit); a record claiming one would fake ordinals.
-_DERIVED_DEPOSIT = re.compile(r"^dep_[0-9]+$")
 MAX_RAW_CHARS = 1024
 # PostbackRecord.model_validate_json without its Python wrapper (same validator, same errors;
 # the wrapper was ~0.5 us of the ~3 us a record costs).
@@ -52,7 +50,9 @@ def decode_postback(value: bytes | None) -> PostbackRecord | RecordRejection:
         return RecordRejection("schema_violation", f"breaks postback.v1: {detail}", _raw_text(value), _account_of(value))
     except (ValueError, UnicodeDecodeError) as exc:  # pragma: no cover - pydantic wraps these
         return RecordRejection("undecodable", f"not JSON: {exc}", _raw_text(value))
-    if _DERIVED_DEPOSIT.match(record.event):
+    # dep_<n> are minted by the processor (the n-th deposit); a record claiming one would fake
+    # ordinals (services/domain/postback.py, rule 2).
+    if not is_postable(record.event):
         return RecordRejection("reserved_event", f"`{record.event}` is derived by the processor and cannot be posted",
                                _raw_text(value), record.account_id)
     return record

@@ -11,12 +11,13 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
-from services.common.keys import NAMES_BUCKET, PartitionKeys, parse_device_state
-from services.common.models import DeviceEventRecord
+from services.common.keys import PartitionKeys, lua_header
+from services.domain.device_event import entry_records
+from services.domain.device_state import EventStat, parse_device_state
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
-_SCRIPT = (_HERE / "apply_batch.lua").read_text()
+_SCRIPT = lua_header() + (_HERE / "apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True)
@@ -38,34 +39,7 @@ class OutboxEntry:
     def records(self) -> list[tuple[bytes, bytes]]:
         """(Kafka key, value) of each record, in the order they were applied. Pure: the same
         entry always yields the same bytes (so a re-sent record is identical)."""
-        if b"h" in self.fields:
-            return _records_from_heads(self.fields[b"h"], self.fields[b"t"])
-        if b"r" in self.fields:  # one line per record (format of 2026-11-26 morning)
-            return [tuple(line.split(b"\t", 1)) for line in self.fields[b"r"].split(b"\n")]
-        return [_legacy_record(self.fields)]
-
-
-_FLAG = {b"1": b',"first_occurrence":true}', b"0": b',"first_occurrence":false}'}
-
-
-def _records_from_heads(heads: bytes, tokens: bytes) -> list[tuple[bytes, bytes]]:
-    out = []
-    append = out.append
-    for line, token in zip(heads.split(b"\n"), tokens.split(b",")):
-        if token == b"-":
-            continue
-        key, head = line.split(b"\t", 1)
-        if token[0] == 43:  # b"+": the device's install record first
-            token = token[1:]
-            source = orjson.loads(head + b"}")
-            append((key, orjson.dumps({
-                "schema": "device-event.v1", "event_id": f"{source['event_id']}:install",
-                "account_id": source["account_id"], "install_id": source["install_id"], "event": "install",
-                "occurred_at": source["occurred_at"], "processed_at": source["processed_at"],
-                "tid": None, "amount": None, "currency": None, "deposit_ordinal": None, "first_occurrence": True})))
-        ordinal, _, first = token.partition(b":")
-        append((key, b"".join((head, b',"deposit_ordinal":', ordinal or b"null", _FLAG[first]))))
-    return out
+        return entry_records(self.fields[b"h"], self.fields[b"t"], orjson.loads, orjson.dumps)
 
 
 class DeviceStateStore:
@@ -134,14 +108,15 @@ class DeviceStateStore:
             return []
         return await (await self.send_batches(batches))
 
-    async def device(self, partition: int, account_id: int, install_id: str) -> tuple[int, dict[str, str]] | None:
-        """(dense device number, {code: stored value}) of a device on this partition, or None."""
+    async def device(self, partition: int, account_id: int, install_id: str) -> tuple[int, dict[str, EventStat]] | None:
+        """(dense device number, {code: EventStat}) of a device on this partition, or None."""
         keys = self.keys(partition)
         num = await self.redis.hget(keys.device_index_of(account_id, install_id), install_id)
         if num is None:
             return None
         num = int(num)
-        state = await self.redis.hget(keys.device_states(account_id, num // NAMES_BUCKET), num % NAMES_BUCKET)
+        bucket, field = keys.device_location(num)
+        state = await self.redis.hget(keys.device_states(account_id, bucket), field)
         return num, parse_device_state(state or b"")
 
     async def watermarks(self, partitions: Sequence[int]) -> dict[int, int]:
@@ -192,16 +167,3 @@ async def _chunks(aiter, size: int):
             chunk = []
     if chunk:
         yield chunk
-
-
-def _legacy_record(fields: dict[bytes, bytes]) -> tuple[bytes, bytes]:
-    """An entry of the walking skeleton's outbox (one record per entry, one stream field per
-    record field), so an upgraded worker drains what the old one left."""
-    f = {k.decode(): v.decode() for k, v in fields.items()}
-    record = DeviceEventRecord(
-        event_id=f["event_id"], account_id=int(f["account_id"]), install_id=f["install_id"], event=f["event"],
-        deposit_ordinal=int(f["deposit_ordinal"]) if f.get("deposit_ordinal") else None,
-        first_occurrence=f.get("first_occurrence") == "1", occurred_at=int(f["occurred_at"]),
-        processed_at=int(f["processed_at"]), tid=f.get("tid") or None, amount=f.get("amount") or None,
-        currency=f.get("currency") or None)
-    return f"{record.account_id}:{record.install_id}".encode(), record.model_dump_json(by_alias=True).encode()

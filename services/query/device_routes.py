@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 
-from services.common.models import INSTALL_ID_PATTERN
+from services.domain.codes import INSTALL_ID_PATTERN
 from services.query.auth import Account
 from services.query.device_state import device_view
 from services.query.errors import ApiError
@@ -19,10 +19,10 @@ router = APIRouter(prefix="/api/b/v2", responses={401: {"model": ErrorOut}, 422:
 async def device(install_id: Annotated[str, Path(pattern=INSTALL_ID_PATTERN)], account: Account,
                  request: Request) -> DeviceOut:
     """A device's events (system events and deposit ordinals included) with first/last time and count."""
-    fields = await request.app.state.devices.fields(account, install_id)
-    if fields is None:
+    events = await request.app.state.devices.events(account, install_id)
+    if events is None:
         raise ApiError(404, "device_not_found", f"no device `{install_id}` in this account")
-    return DeviceOut(**device_view(install_id, fields))
+    return DeviceOut(**device_view(install_id, events))
 
 
 @router.get("/postbacks/rejected", response_model=RejectedOut, tags=["postbacks"])

@@ -5,7 +5,8 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 from aiokafka.partitioner import murmur2
 
-from services.common.keys import NAMES_BUCKET, PartitionKeys, parse_device_state
+from services.common.keys import PartitionKeys
+from services.domain.device_state import EventStat, parse_device_state
 
 
 def partition_of(account_id: int, install_id: str, partitions: int) -> int:
@@ -19,8 +20,8 @@ class DeviceLookup:
         self.prefix = prefix
         self.partitions = partitions
 
-    async def fields(self, account_id: int, install_id: str) -> dict[str, str] | None:
-        """The device's events {code: stored value}, or None. Reads the forward map of the
+    async def events(self, account_id: int, install_id: str) -> dict[str, EventStat] | None:
+        """The device's events {code: EventStat}, or None. Reads the forward map of the
         partition the key hashes to; if the device is not there (records produced with another
         partition count or partitioner), probes every partition's forward map in one pipeline.
         Then reads the packed state (a second round trip)."""
@@ -35,9 +36,9 @@ class DeviceLookup:
                 partition, num = next(((p, n) for p, n in zip(others, await pipe.execute()) if n is not None), (None, None))
         if num is None:
             return None
-        num = int(num)
-        state = await self.redis.hget(PartitionKeys(self.prefix, partition).device_states(account_id, num // NAMES_BUCKET),
-                                      num % NAMES_BUCKET)
+        keys = PartitionKeys(self.prefix, partition)
+        bucket, field = keys.device_location(int(num))
+        state = await self.redis.hget(keys.device_states(account_id, bucket), field)
         if state is None:
             return None
         try:

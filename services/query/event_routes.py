@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from services.common.catalog import CatalogStore, is_reserved_code
+from services.common.catalog import CatalogStore
+from services.domain.codes import is_reserved_code
 from services.query import event_views as views
 from services.query.auth import Account
 from services.query.errors import ApiError

@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from services.common.catalog import SYSTEM_EVENT_IDS, SYSTEM_EVENTS, CustomEvent
+from services.common.catalog import CustomEvent
+from services.domain.codes import SYSTEM_EVENT_IDS, SYSTEM_EVENTS, deposit_code
 
 MAX_OFFSET = 10_000
 MAX_PER_PAGE = 100
@@ -40,7 +41,7 @@ def custom_view(event: CustomEvent) -> EventView:
 
 def ordinal_view(n: int) -> EventView:
     """dep_<n>: the n-th deposit of a device; a system code without an id of its own."""
-    return EventView(None, f"Deposit #{n}", f"dep_{n}", 1, "SYSTEM")
+    return EventView(None, f"Deposit #{n}", deposit_code(n), 1, "SYSTEM")
 
 
 class PaginationError(ValueError):

@@ -19,11 +19,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter
 
 from services.common.background import cancel_and_wait
-from services.common.keys import RejectedKeys
+from services.common.keys import RejectedKeys, lua_header
 from services.common.models import RejectedPostbackRecord
 
 log = structlog.get_logger("query.rejected")
-_APPEND = (Path(__file__).parent / "rejected_append.lua").read_text()
+_APPEND = lua_header() + (Path(__file__).parent / "rejected_append.lua").read_text()
 
 
 class RejectedLog:

@@ -1,3 +1,4 @@
+-- (Loaded after the key-layout header of services/common/keys.py: key_rejected_list.)
 -- Appends rejected postbacks of ONE partition of the rejected topic to the per-account lists,
 -- atomically with that partition's applied-offset watermark (redelivery changes nothing).
 -- KEYS[1] = applied-offset key; ARGV[1] = hash tag of the lists, ARGV[2] = records kept per
@@ -11,7 +12,7 @@ local touched = {}
 for i = 4, #ARGV, 3 do
   local offset = tonumber(ARGV[i])
   if offset > watermark then
-    local list = ARGV[1] .. ':list:' .. ARGV[i + 1]
+    local list = key_rejected_list(ARGV[1], ARGV[i + 1])
     redis.call('LPUSH', list, ARGV[i + 2])
     touched[list] = true
     appended = appended + 1

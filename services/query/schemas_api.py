@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.common.models import EVENT_CODE_PATTERN
+from services.domain.codes import EVENT_CODE_PATTERN
 
 
 def _clean_name(value: str) -> str:
@@ -68,6 +68,7 @@ class SegmentEvent(BaseModel):
     type: Literal["CUSTOM", "SYSTEM"]
     status: Literal[0, 1]
     devices: int = Field(description="devices on which the event occurred")
+    deposit_ordinal: int | None = Field(description="n for the n-th deposit: 1 for dep, n for dep_<n>; null otherwise")
     postback_url: str
 
 
@@ -95,6 +96,13 @@ class DeviceOut(BaseModel):
     install_id: str
     deposit_count: int
     events: list[DeviceEvent]
+
+
+class VerdictOut(BaseModel):
+    install_id: str
+    found: bool = Field(description="false when the account has no such device (a filter selects nothing then)")
+    selected: bool = Field(description="whether the filter selects the device")
+    reasons: list[str] = Field(description="why not, in words; empty when selected")
 
 
 class RejectedOut(BaseModel):

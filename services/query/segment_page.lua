@@ -11,7 +11,7 @@ while true do
   local bit = redis.call('BITPOS', scratch, 1, pos, -1, 'BIT')
   if bit < 0 then break end
   if found == limit then out[1] = bit break end
-  local name = redis.call('HGET', tag .. ':n:' .. acct .. ':' .. math.floor(bit / 512), bit % 512)
+  local name = redis.call('HGET', key_device_names(tag, acct, math.floor(bit / NAMES_BUCKET)), bit % NAMES_BUCKET)
   out[#out + 1] = bit
   out[#out + 1] = name or ''
   found = found + 1

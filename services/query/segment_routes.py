@@ -11,9 +11,10 @@ from fastapi.responses import StreamingResponse
 from services.query import event_views as views
 from services.query.auth import Account
 from services.query.errors import ApiError
-from services.query.filters import (CursorError, DevicePageRequest, SegmentFilter, decode_cursor, deposit_ordinal,
-                                    unknown_codes)
-from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents
+from services.domain.codes import DEP, deposit_ordinal
+from services.domain.filters import SegmentFilter, unknown_codes, verdict
+from services.query.filters import CursorError, DevicePageRequest, FilterBody, VerdictRequest, decode_cursor
+from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents, VerdictOut
 from services.query.segments import SegmentIndex
 
 router = APIRouter(prefix="/api/b/v2/segments", tags=["segments"],
@@ -24,8 +25,10 @@ def _index(request: Request) -> SegmentIndex:
     return request.app.state.segments
 
 
-async def _checked(request: Request, account: int, f: SegmentFilter) -> SegmentFilter:
-    """422 naming every code that is not an event of the account."""
+async def _checked(request: Request, account: int, body: FilterBody) -> SegmentFilter:
+    """The body as the domain's filter, normalized; 422 naming every code that is not an event
+    of the account."""
+    f = body.segment_filter()
     unknown = unknown_codes(f.codes(), set())
     if unknown:  # only then is the account's event list needed
         unknown = unknown_codes(unknown, {e.code for e in await request.app.state.catalog.custom_events(account)})
@@ -47,11 +50,12 @@ async def segment_events(account: Account, request: Request) -> SegmentEvents:
     rows = views.overview_rows(custom, max_ordinal)
     base, secret = request.app.state.settings.postback_base_url, (meta or {}).get("secret")
     return SegmentEvents(events=[{**r.as_dict(), "devices": counts.get(r.code, 0),
+                                  "deposit_ordinal": 1 if r.code == DEP else deposit_ordinal(r.code),
                                   "postback_url": views.postback_url(base, r.code, account, secret)} for r in rows])
 
 
 @router.post("/count", response_model=CountOut)
-async def count(body: SegmentFilter, account: Account, request: Request) -> CountOut:
+async def count(body: FilterBody, account: Account, request: Request) -> CountOut:
     f = await _checked(request, account, body)
     return CountOut(count=await _index(request).count(account, f))
 
@@ -60,7 +64,7 @@ async def count(body: SegmentFilter, account: Account, request: Request) -> Coun
 async def devices(body: DevicePageRequest, account: Account, request: Request) -> DevicePageOut:
     """One page of matching install ids. Pages are stable: walking them with `next_cursor`
     returns every device that matched for the whole walk exactly once."""
-    f = await _checked(request, account, body.segment_filter())
+    f = await _checked(request, account, body)
     index = _index(request)
     try:
         start = decode_cursor(body.cursor, f.fingerprint(), index.partitions) if body.cursor else None
@@ -72,7 +76,7 @@ async def devices(body: DevicePageRequest, account: Account, request: Request) -
 
 @router.post("/export", response_class=StreamingResponse,
              responses={200: {"content": {"application/x-ndjson": {}}, "description": "one {\"install_id\"} per line"}})
-async def export(body: SegmentFilter, account: Account, request: Request) -> StreamingResponse:
+async def export(body: FilterBody, account: Account, request: Request) -> StreamingResponse:
     """Every matching device as NDJSON, streamed page by page."""
     f = await _checked(request, account, body)
     index = _index(request)
@@ -82,3 +86,15 @@ async def export(body: SegmentFilter, account: Account, request: Request) -> Str
             yield b"".join(orjson.dumps({"install_id": i}) + b"\n" for i in ids)
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
+
+
+@router.post("/verdict", response_model=VerdictOut)
+async def device_verdict(body: VerdictRequest, account: Account, request: Request) -> VerdictOut:
+    """Whether the filter selects one device, and if not, why (the Segments page's device lookup)."""
+    f = await _checked(request, account, body)
+    events = await request.app.state.devices.events(account, body.install_id)
+    if events is None:
+        return VerdictOut(install_id=body.install_id, found=False, selected=False,
+                          reasons=[f"no device `{body.install_id}` in this account"])
+    v = verdict(f, events)
+    return VerdictOut(install_id=body.install_id, found=True, selected=v.selected, reasons=list(v.reasons))

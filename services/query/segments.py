@@ -14,11 +14,12 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from services.common.keys import PartitionKeys
-from services.query.filters import Cursor, SegmentFilter
+from services.common.keys import PartitionKeys, lua_header
+from services.domain.filters import SegmentFilter
+from services.query.filters import Cursor
 
 _HERE = Path(__file__).parent
-_PRELUDE = (_HERE / "segment_filter.lua").read_text()
+_PRELUDE = lua_header() + (_HERE / "segment_filter.lua").read_text()
 _COUNT = _PRELUDE + (_HERE / "segment_count.lua").read_text()
 _PAGE = _PRELUDE + (_HERE / "segment_page.lua").read_text()
 
@@ -40,8 +41,8 @@ class SegmentIndex:
         self._page = redis.register_script(_PAGE)
 
     def _args(self, keys: PartitionKeys, account_id: int, f: SegmentFilter) -> tuple[list[str], list]:
-        scratch = f"{keys.tag}:scratch:{os.urandom(8).hex()}"
-        return [scratch], [keys.tag, account_id, f.include_match, len(f.event_include), len(f.event_exclude),
+        token = os.urandom(8).hex()
+        return [keys.scratch(token), keys.scratch(token + "x")], [keys.tag, account_id, f.include_match, len(f.event_include), len(f.event_exclude),
                            *f.event_include, *f.event_exclude]
 
     async def count(self, account_id: int, f: SegmentFilter) -> int:

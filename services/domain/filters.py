@@ -1,0 +1,82 @@
+"""Segment filters: which devices a push task selects, and why a device is or is not selected.
+
+A filter names included and excluded event codes; `include_match` says whether a device needs
+all or any of the included ones; an empty include list means every device of the account (the
+`install` event). The evaluator works on a device's set of codes; the Redis scripts answer the
+same question over bitmaps (tests/contract/ checks they agree).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Iterable, Literal
+
+from services.domain.codes import INSTALL, is_event_code, is_known_code
+
+MAX_CODES = 64  # per list (included, excluded)
+Match = Literal["all", "any"]
+
+
+@dataclass(frozen=True)
+class SegmentFilter:
+    event_include: tuple[str, ...] = ()
+    event_exclude: tuple[str, ...] = ()
+    include_match: Match = "all"
+
+    def codes(self) -> list[str]:
+        return [*self.event_include, *self.event_exclude]
+
+    def included(self) -> tuple[str, ...]:
+        """The codes a device must have (all or any): `install` when none are named."""
+        return self.event_include or (INSTALL,)
+
+    def normalized(self) -> "SegmentFilter":
+        """Duplicates removed and order fixed: the same set of devices, a canonical spelling."""
+        return SegmentFilter(tuple(sorted(set(self.event_include))), tuple(sorted(set(self.event_exclude))),
+                             self.include_match)
+
+    def fingerprint(self) -> str:
+        """12 hex characters naming the set of devices this filter selects (cursors carry it)."""
+        n = self.normalized()
+        raw = json.dumps([list(n.event_include), list(n.event_exclude), n.include_match], separators=(",", ":"))
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    selected: bool
+    reasons: tuple[str, ...] = field(default=())  # why not, in words; empty when selected
+
+
+def selects(f: SegmentFilter, codes: Iterable[str]) -> bool:
+    """Whether the filter selects a device on which exactly `codes` occurred."""
+    return verdict(f, codes).selected
+
+
+def verdict(f: SegmentFilter, codes: Iterable[str]) -> Verdict:
+    """Whether the filter selects the device, and if not, why."""
+    have = set(codes)
+    include = f.included()
+    missing = [c for c in include if c not in have]
+    excluded = [c for c in f.event_exclude if c in have]
+    included = not missing if f.include_match == "all" else len(missing) < len(include)
+    reasons = []
+    if not included:
+        reasons.append(f"{', '.join(missing)} did not occur" if f.include_match == "all"
+                       else f"none of {', '.join(include)} occurred")
+    if excluded:
+        reasons.append(f"{', '.join(excluded)} occurred")
+    return Verdict(included and not excluded, tuple(reasons))
+
+
+def invalid_codes(codes: Iterable[str]) -> list[str]:
+    """Codes that cannot be event codes at all, in the order given, once each."""
+    return list(dict.fromkeys(c for c in codes if not is_event_code(c)))
+
+
+def unknown_codes(codes: Iterable[str], custom_codes: set[str] | frozenset[str]) -> list[str]:
+    """Codes that are neither system codes, deposit ordinals nor custom codes of the account
+    (active or inactive), in the order given, once each."""
+    return list(dict.fromkeys(c for c in codes if not is_known_code(c, custom_codes)))
