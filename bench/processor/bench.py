@@ -200,7 +200,7 @@ async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work
         env["PROCESSOR_MAX_BATCH"] = str(max_batch)
     await ensure_topics(bootstrap, {env["PBSEG_TOPIC_REJECTED"]: 2, env["PBSEG_TOPIC_DEVICE_EVENTS"]: PARTITIONS})
     redis = async_redis(redis_url)
-    proc = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"], env,
+    proc = Proc([str(BIN / "python"), "-m", "services.processor", "-l", "warn"], env,
                 work / "processor.log", cwd=tree)
     try:
         first = None
@@ -317,7 +317,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
     port = free_port()
     ingress_env = dict(env, INGRESS_BIND=f"127.0.0.1:{port}", INGRESS_WORKERS="1")  # the default server and client
     ingress = Proc([sys.executable, "-m", "services.ingress"], ingress_env, work / "ingress.log")
-    processor = Proc([str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
+    processor = Proc([str(BIN / "python"), "-m", "services.processor", "-l", "warn"],
                      dict(env, PYTHONPATH=str(tree)) if tree != ROOT else env, work / "processor-lat.log", cwd=tree)
     partitioner = DefaultPartitioner()
     parts = list(range(PARTITIONS))

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from services.common.catalog import CatalogStore  # noqa: E402
 from services.common.keys import NAMES_BUCKET, PartitionKeys  # noqa: E402
 from services.common.redis_conn import async_redis  # noqa: E402
-from services.query.synthetic import bitmap_bytes  # noqa: E402
+from tests.synthetic import bitmap_bytes  # noqa: E402 - the test data writer (ROOT is on sys.path)
 
 PARTITIONS = 8
 PREFIX = "bench"

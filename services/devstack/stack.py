@@ -37,7 +37,7 @@ def service_argv(name: str, settings: StackSettings) -> list[str]:
         return [str(BIN / "uvicorn"), "services.query.main:create_app", "--factory", "--host", ep.host,
                 "--port", str(ep.port), "--no-access-log", "--log-level", "warning"]
     if name == "processor":
-        return [str(BIN / "faust"), "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"]
+        return [str(BIN / "python"), "-m", "services.processor", "-l", "warn"]
     raise ValueError(name)
 
 

@@ -1,14 +1,10 @@
-"""The processor as a Faust app: `faust -A services.processor.app worker --without-web`.
-
-Faust provides the app and the worker lifecycle (signals, start-up, shutdown); the postbacks
-topic is consumed in batches by aiokafka inside the `ProcessorService` (see pipeline.py for why).
-This module is the one wiring place of the processor."""
+"""The processor's lifecycle as a mode.Service that the Faust app starts (bootstrap.py builds
+both): the Redis client, the Kafka clients, the pipeline, the outbox drain and the web port."""
 
 from __future__ import annotations
 
 import asyncio
 
-import faust
 import mode
 import structlog
 from aiohttp import web
@@ -16,43 +12,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 
 from services.common.clock import SystemClock
-from services.common.logs import configure_logging
 from services.common.redis_conn import async_redis, check_redis
-from services.processor import metrics
-from services.processor.decoding import rejection_labels
 from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
 from services.processor.settings import ProcessorSettings
 from services.processor.store import DeviceStateStore
 from services.processor.web import build_web_app
 
-settings = ProcessorSettings()
-configure_logging(settings.log_level, settings.log_format)
 log = structlog.get_logger("processor")
-
-app = faust.App(
-    f"{settings.consumer_group}-worker",
-    broker=f"kafka://{settings.kafka_bootstrap_servers}",
-    store="memory://",
-    web_enabled=False,
-    datadir=settings.datadir,
-    topic_allow_declare=False,
-    topic_disable_leader=True,
-    consumer_auto_offset_reset="latest",
-    broker_session_timeout=settings.session_timeout_ms / 1000,
-    broker_heartbeat_interval=max(settings.session_timeout_ms / 3000, 0.5),
-    Worker="services.processor.worker:ProcessorWorker",  # Faust's worker with a bounded shutdown
-)
-# The low-volume stream Faust consumes itself: every rejection (ingress and processor), as
-# metrics by stage and reason - what an operator watches to see bad senders.
-rejected_topic = app.topic(settings.topic_rejected, value_type=bytes, value_serializer="raw", key_serializer="raw")
-
-
-@app.agent(rejected_topic)
-async def observe_rejections(stream):
-    async for value in stream:
-        stage, reason = rejection_labels(value)
-        metrics.REJECTIONS_SEEN.labels(stage, reason).inc()
 
 
 def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
@@ -70,11 +37,14 @@ def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafk
     return consumer, producer
 
 
-@app.service
 class ProcessorService(mode.Service):
-    """Owns the Redis client, the Kafka clients, the pipeline, the outbox drain and the web port."""
+    """Owns the Redis client, the Kafka clients, the pipeline, the outbox drain and the web port.
+    `settings` is set on the subclass bootstrap.build_app makes (Faust instantiates services itself)."""
+
+    settings: ProcessorSettings
 
     async def on_start(self) -> None:
+        settings = self.settings
         self.redis = async_redis(settings.redis_url)
         await check_redis(self.redis, settings.redis_url)
         self.store = DeviceStateStore(self.redis, settings.key_prefix, settings.topic_postbacks,

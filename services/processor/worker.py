@@ -19,6 +19,8 @@ from typing import Callable
 import faust
 import orjson
 
+from services.processor.settings import ProcessorSettings
+
 
 class ShutdownWatchdog:
     """Calls `on_expiry` `timeout_s` after `arm()` unless the process ended first.
@@ -78,10 +80,10 @@ class ProcessorWorker(faust.Worker):
     DEBUG (whatever `-l` says) so that every debug line of Faust and aiokafka builds a log record
     to spin it - 4.4% of the worker's CPU at 8,000 events/s."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, settings: ProcessorSettings | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spinner = None  # structured logs go to files; the root logger keeps the `-l` level
-        from services.processor.app import settings  # the one settings object of the processor
+        settings = settings or self.app.pbseg_settings  # Faust's CLI makes the worker without it
         tune_gc(settings.gc_threshold)
         timeout_s = settings.shutdown_timeout_s
         self.shutdown_watchdog = ShutdownWatchdog(timeout_s, lambda: force_exit(timeout_s))

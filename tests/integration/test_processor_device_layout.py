@@ -5,10 +5,11 @@ enough that the script's grouped writes are split into several commands."""
 
 import random
 
-from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket, parse_device_state, parse_event_value
+from reference_book import Reference
+from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket
 from services.common.models import PostbackRecord
+from services.domain.device_state import parse_device_state
 from services.processor.planning import plan_partition_batch
-from services.processor.reference import ReferenceDeviceState
 from services.processor.store import DeviceStateStore
 
 T0 = 1_700_000_000_000
@@ -26,7 +27,7 @@ async def test_random_postbacks_match_the_reference_key_by_key(redis_client, key
     partition's counters equal its bitmaps' BITCOUNT."""
     rng = random.Random(11)
     store = DeviceStateStore(redis_client, key_prefix, "layout", 30 * DAY)
-    ref = ReferenceDeviceState(30 * DAY)
+    ref = Reference(30 * DAY)
     partitions = 2
     messages: dict[int, list[tuple[int, bytes]]] = {0: [], 1: []}
     for i in range(3_000):
@@ -55,9 +56,7 @@ async def test_random_postbacks_match_the_reference_key_by_key(redis_client, key
                     found.append((p, num, value))
             assert len(found) == 1, (account, install)
             p, num, value = found[0]
-            state = parse_device_state(value)
-            assert {c: parse_event_value(v) for c, v in state.items()} == \
-                {c: (s.first, s.last, s.count) for c, s in expected.items()}, (account, install)
+            assert parse_device_state(value) == expected, (account, install)
             names = PartitionKeys(key_prefix, p).device_names(account, num // NAMES_BUCKET)
             assert (await redis_client.hget(names, num % NAMES_BUCKET)).decode() == install
             state_before[(account, install)] = value
@@ -92,7 +91,7 @@ async def test_one_big_batch_splits_its_grouped_writes_and_matches_the_reference
     per command), then a second batch on the same devices (state buckets read by HMGET): states,
     reverse map, counters and the script's replies equal the reference."""
     store = DeviceStateStore(redis_client, key_prefix, "big", 30 * DAY)
-    ref = ReferenceDeviceState(30 * DAY)
+    ref = Reference(30 * DAY)
     rng = random.Random(5)
     batches, offset = [], 0
     for n in (3_000, 3_000):
@@ -116,8 +115,7 @@ async def test_one_big_batch_splits_its_grouped_writes_and_matches_the_reference
         for (account, install), expected in ref.devices.items():
             num = int(await redis_client.hget(keys.device_index(account, device_index_bucket(install)), install))
             value = await redis_client.hget(keys.device_states(account, num // NAMES_BUCKET), num % NAMES_BUCKET)
-            assert {c: parse_event_value(v) for c, v in parse_device_state(value).items()} == \
-                {c: (s.first, s.last, s.count) for c, s in expected.items()}, install
+            assert parse_device_state(value) == expected, install
             assert (await redis_client.hget(keys.device_names(account, num // NAMES_BUCKET), num % NAMES_BUCKET)).decode() == install
         counters = {c.decode(): int(n) for c, n in (await redis_client.hgetall(keys.device_counts(7))).items()}
         assert counters == ref.device_counts(7)

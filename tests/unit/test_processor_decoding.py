@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from services.common.keys import parse_event_value
+from services.domain.device_state import parse_event_value
 from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPostbackRecord
 from services.processor.decoding import RecordRejection, decode_postback, rejection_labels
 from services.common.keys import device_index_bucket

@@ -1,5 +1,5 @@
-"""The device layout's pure parts (services/common/keys.py): the forward-map bucket hash and
-the packed device state. No network."""
+"""The device layout's pure parts: the forward-map bucket hash (services/common/keys.py) and the
+packed device state (services/domain/device_state.py). No network."""
 
 import json
 import random
@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.common.keys import (DEVICE_INDEX_BUCKETS, bucket_hash, device_index_bucket, format_device_state,
-                                  format_event_value, parse_device_state, parse_event_value)
+from services.common.keys import DEVICE_INDEX_BUCKETS, bucket_hash, device_index_bucket
+from services.domain.device_state import (EventStat, format_device_state, format_event_value, parse_device_state,
+                                          parse_event_value)
 
 # SHA-1 test vectors: the bucket is part of the stored layout (changing it needs `pbseg rebuild`).
 VECTORS = json.loads((Path(__file__).parent / "device_bucket_vectors.json").read_text())
@@ -39,13 +40,13 @@ def test_packed_state_round_trips_in_order():
     state = "install=1700000000000;reg=1700000000001:1700000000009:3;dep=5;dep_2=6"
     parsed = parse_device_state(state)
     assert list(parsed) == ["install", "reg", "dep", "dep_2"]
-    assert parse_event_value(parsed["reg"]) == (1_700_000_000_001, 1_700_000_000_009, 3)
+    assert parsed["reg"] == (1_700_000_000_001, 1_700_000_000_009, 3)
     assert format_device_state(parsed) == state
-    assert parse_device_state(b"install=1") == {"install": "1"}
+    assert parse_device_state(b"install=1") == {"install": EventStat(1, 1, 1)}
     assert parse_device_state("") == {}
 
 
-@pytest.mark.parametrize("bad", ["install", "install=", "=5", "a=1;;b=2", "a=1;b"])
+@pytest.mark.parametrize("bad", ["install", "install=", "=5", "a=1;;b=2", "a=1;b", "a=1:2", "a=x"])
 def test_malformed_packed_state_is_refused(bad):
     with pytest.raises(ValueError):
         parse_device_state(bad)
@@ -54,7 +55,7 @@ def test_malformed_packed_state_is_refused(bad):
 @given(st.dictionaries(st.from_regex(r"[A-Za-z0-9_]{1,64}", fullmatch=True),
                        st.tuples(st.integers(0, 2**53), st.integers(0, 2**53), st.integers(1, 10**6)), max_size=20))
 def test_any_state_round_trips(events):
-    values = {code: format_event_value(min(a, b), max(a, b), n) for code, (a, b, n) in events.items()}
-    assert parse_device_state(format_device_state(values)) == values
-    for code, (a, b, n) in events.items():
-        assert parse_event_value(values[code]) == (min(a, b), max(a, b), n)
+    stats = {code: EventStat(min(a, b), max(a, b), n) for code, (a, b, n) in events.items()}
+    assert parse_device_state(format_device_state(stats)) == stats
+    for stat in stats.values():
+        assert parse_event_value(format_event_value(stat)) == stat

@@ -37,10 +37,12 @@ def test_a_second_signal_arms_no_second_timer():
 def test_the_worker_keeps_the_root_logger_at_the_level_asked_for():
     import logging
 
-    from services.processor.app import app
+    from services.processor.bootstrap import build_app
+    from services.processor.settings import ProcessorSettings
     from services.processor.worker import ProcessorWorker
 
-    worker = ProcessorWorker(app, loglevel="warn")
+    settings = ProcessorSettings()
+    worker = ProcessorWorker(build_app(settings), settings=settings, loglevel="warn")
     root = logging.getLogger("pbseg-test-root")
     root.addHandler(logging.NullHandler())
     root.setLevel(logging.WARNING)

@@ -1,14 +1,18 @@
-"""Pure logic of the query service: filters, cursors, event views, pagination, device values."""
+"""Pure logic of the query service and the domain rules it uses: codes, filters, cursors, event
+views, pagination, the device document."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, strategies as st
 
-from services.common.catalog import CustomEvent, is_reserved_code
+from services.common.catalog import CustomEvent
+from services.domain.codes import deposit_code, deposit_ordinal, is_postable, is_reserved_code
+from services.domain.device_state import EventStat, parse_device_state
+from services.domain.filters import SegmentFilter, unknown_codes, verdict
 from services.query import event_views as views
-from services.query.device_state import device_view, parse_event_stats
-from services.query.filters import Cursor, CursorError, SegmentFilter, decode_cursor, deposit_ordinal, unknown_codes
+from services.query.device_state import device_view
+from services.query.filters import Cursor, CursorError, decode_cursor
 
 
 def test_reserved_codes():
@@ -21,6 +25,13 @@ def test_reserved_codes():
 def test_deposit_ordinals_are_dep_2_and_up_without_leading_zeros():
     assert [deposit_ordinal(c) for c in ("dep_2", "dep_17", "dep_1", "dep_0", "dep_02", "dep", "x_2")] == \
         [2, 17, None, None, None, None, None]
+    assert [deposit_code(n) for n in (1, 2, 17)] == ["dep", "dep_2", "dep_17"]
+    assert all(deposit_ordinal(deposit_code(n)) == n for n in range(2, 200))
+
+
+def test_only_the_system_codes_themselves_may_be_posted():
+    assert all(is_postable(c) for c in ("install", "reg", "dep", "promo", "deposit", "dep_x"))
+    assert not any(is_postable(c) for c in ("dep_2", "dep_0", "DEP", "Reg", "dep_02"))
 
 
 def test_unknown_codes_keeps_order_and_names_each_once():
@@ -45,10 +56,20 @@ def test_cursor_is_refused_for_another_filter_or_layout():
 
 
 def test_fingerprint_ignores_order_and_duplicates_but_not_meaning():
-    a = SegmentFilter(event_include=["reg", "dep"], event_exclude=["x"])
-    assert a.fingerprint() == SegmentFilter(event_include=["dep", "reg", "dep"], event_exclude=["x"]).fingerprint()
-    assert a.fingerprint() != SegmentFilter(event_include=["reg", "dep"], event_exclude=["x"], include_match="any").fingerprint()
-    assert a.fingerprint() != SegmentFilter(event_include=["reg"], event_exclude=["dep", "x"]).fingerprint()
+    a = SegmentFilter(("reg", "dep"), ("x",))
+    assert a.fingerprint() == SegmentFilter(("dep", "reg", "dep"), ("x",)).fingerprint()
+    assert a.fingerprint() != SegmentFilter(("reg", "dep"), ("x",), "any").fingerprint()
+    assert a.fingerprint() != SegmentFilter(("reg",), ("dep", "x")).fingerprint()
+    # the spelling cursors already carry: sha256 of the normalized lists as compact JSON
+    assert SegmentFilter(("reg",)).fingerprint() == SegmentFilter(("reg", "reg")).fingerprint()
+
+
+def test_verdict_says_why_a_device_is_not_selected():
+    f = SegmentFilter(("reg", "dep"), ("promo",))
+    assert verdict(f, {"install", "reg", "dep"}).selected
+    assert verdict(f, {"install", "reg", "promo"}).reasons == ("dep did not occur", "promo occurred")
+    assert verdict(SegmentFilter(("reg", "dep"), (), "any"), {"install"}).reasons == ("none of reg, dep occurred",)
+    assert verdict(SegmentFilter(), {"install"}).selected and not verdict(SegmentFilter(), set()).selected
 
 
 def test_pagination_math_and_offset_cap():
@@ -73,14 +94,10 @@ def test_postback_url_with_and_without_secret():
     assert views.postback_url("https://x.io", "dep_2", 7, "a b&c").endswith("status=dep_2_7&key=a%20b%26c")
 
 
-def test_device_values_in_both_processor_forms():
-    assert parse_event_stats("reg", "5").as_dict() == {"code": "reg", "first_at": 5, "last_at": 5, "occurrences": 1}
-    assert parse_event_stats("reg", "5:9:3").occurrences == 3
-    assert parse_event_stats("reg", "garbage") is None and parse_event_stats("reg", "1:2") is None
-
-
-def test_device_view_orders_events_and_skips_bookkeeping():
-    view = device_view("d", {"#": "4", "zeta": "1", "dep_2": "3", "dep": "2:3:2", "install": "1", "alpha": "2", "dep_10": "9"})
+def test_device_view_orders_events():
+    state = parse_device_state("zeta=1;dep_2=3;dep=2:3:2;install=1;alpha=2;dep_10=9")
+    view = device_view("d", state)
     assert [e["code"] for e in view["events"]] == ["install", "dep", "dep_2", "dep_10", "alpha", "zeta"]
+    assert view["events"][1] == {"code": "dep", "first_at": 2, "last_at": 3, "occurrences": 2}
     assert view["deposit_count"] == 2
-    assert device_view("d", {"#": "1", "install": "1"})["deposit_count"] == 0
+    assert device_view("d", {"install": EventStat(1, 1, 1)})["deposit_count"] == 0
