@@ -1,4 +1,5 @@
-"""Synthetic device data in the processor's Redis layout, for tests and the benchmark.
+"""Synthetic device data in the processor's Redis layout, for tests and the query benchmark
+(tests/integration/test_synthetic_layout.py checks it writes what the apply script writes).
 
 Writes exactly what services/processor/apply_batch.lua leaves behind for a device (the forward
 map install id -> dense device number, the reverse map, one bit per event code in the segment bitmaps, the
@@ -13,7 +14,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket, format_device_state
+from services.common.keys import NAMES_BUCKET, PartitionKeys, device_index_bucket
+from services.domain.codes import DEP, INSTALL, deposit_code
+from services.domain.device_state import EventStat, format_device_state
 from services.query.devices import partition_of
 
 
@@ -47,14 +50,13 @@ async def write_devices(redis: aioredis.Redis, prefix: str, partitions: int, acc
         img = images[partition_of(account_id, install_id, partitions)]
         num = len(img.install_ids) + 1  # the processor's numbers start at 1 (INCR)
         img.install_ids.append(install_id)
-        codes = {"install": 1, **{c: n for c, n in events.items() if n > 0}}
-        for k in range(2, codes.get("dep", 0) + 1):
-            codes[f"dep_{k}"] = 1
+        codes = {INSTALL: 1, **{c: n for c, n in events.items() if n > 0}}
+        for k in range(2, codes.get(DEP, 0) + 1):
+            codes[deposit_code(k)] = 1
         for code in codes:
             img.bits[code] = img.bits.get(code, 0) | (1 << num)
         if device_hashes:
-            img.states.append(format_device_state({c: (str(ts_ms) if n == 1 else f"{ts_ms}:{ts_ms}:{n}")
-                                                   for c, n in codes.items()}))
+            img.states.append(format_device_state({c: EventStat(ts_ms, ts_ms, n) for c, n in codes.items()}))
     for p, img in enumerate(images):
         await write_partition(redis, PartitionKeys(prefix, p), account_id, img, device_hashes)
 
