@@ -38,8 +38,17 @@ class OutboxEntry:
 
     def records(self) -> list[tuple[bytes, bytes]]:
         """(Kafka key, value) of each record, in the order they were applied. Pure: the same
-        entry always yields the same bytes (so a re-sent record is identical)."""
+        entry always yields the same bytes (so a re-sent record is identical). Raises
+        UnknownOutboxEntry for an entry not in this version's format (it stays in the outbox)."""
+        if b"h" not in self.fields or b"t" not in self.fields:
+            raise UnknownOutboxEntry(f"outbox entry {self.entry_id} has fields {sorted(self.fields)}, not this "
+                                     "version's h/t (services/domain/device_event.py): drain it with the version "
+                                     "that wrote it")
         return entry_records(self.fields[b"h"], self.fields[b"t"], orjson.loads, orjson.dumps)
+
+
+class UnknownOutboxEntry(ValueError):
+    """An outbox entry this version cannot read: the drain stops instead of skipping it."""
 
 
 class DeviceStateStore:

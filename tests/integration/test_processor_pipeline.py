@@ -8,13 +8,13 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.common.clock import FixedClock
-from services.common.keys import PartitionKeys, parse_event_value
+from services.common.keys import NAMES_BUCKET, PartitionKeys
 from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPostbackRecord
 from services.processor import metrics
 from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
 from services.processor.planning import plan_partition_batch
-from services.processor.store import DeviceStateStore
+from services.processor.store import DeviceStateStore, UnknownOutboxEntry
 
 DAY = 86_400_000
 T0 = 1_764_000_000_000
@@ -91,7 +91,7 @@ class Harness:
             await consumer.stop()
             await producer.stop()
 
-    async def device(self, install: str, account: int = 1) -> dict[str, bytes]:
+    async def device(self, install: str, account: int = 1) -> dict:
         for p in range(4):
             found = await self.store.device(p, account, install)
             if found:
@@ -133,10 +133,10 @@ async def test_postbacks_become_device_state_events_and_rejections(harness, infr
     await harness.run_until_applied(len(items), send_at=send_at)
 
     d1 = await harness.device("d1")
-    assert parse_event_value(d1["dep"]) == (T0 + 5, T0 + 10, 2)
-    assert parse_event_value(d1["dep_2"]) == (T0 + 5, T0 + 5, 1)
-    assert parse_event_value(d1["reg"]) == (T0, T0, 1)
-    assert parse_event_value(d1["install"]) == (T0, T0, 1)
+    assert d1["dep"] == (T0 + 5, T0 + 10, 2)
+    assert d1["dep_2"] == (T0 + 5, T0 + 5, 1)
+    assert d1["reg"] == (T0, T0, 1)
+    assert d1["install"] == (T0, T0, 1)
     assert "dep_3" not in d1
     d2 = await harness.device("d2")
     assert set(d2) == {"#", "install", "open"}
@@ -145,7 +145,7 @@ async def test_postbacks_become_device_state_events_and_rejections(harness, infr
     # reverse map: device number -> install id
     for install, fields in (("d1", d1), ("d2", d2)):
         num = int(fields["#"])
-        names = [await redis_client.hget(PartitionKeys(harness.prefix, p).device_names(1, num // 512), num % 512) for p in range(4)]
+        names = [await redis_client.hget(PartitionKeys(harness.prefix, p).device_names(1, num // NAMES_BUCKET), num % NAMES_BUCKET) for p in range(4)]
         assert install.encode() in names
 
     rejected = [RejectedPostbackRecord.model_validate_json(m.value) for m in await read_all(infra.kafka, harness.rejected)]
@@ -188,7 +188,7 @@ async def test_a_tid_is_forgotten_only_after_the_retention(harness):
     batch = plan_partition_batch(0, [(0, rec("a", T0)), (1, rec("b", T0 + 30 * DAY - 1)), (2, rec("c", T0 + 30 * DAY))], T0)
     result = (await harness.store.apply_batches([batch]))[0]
     assert (result.applied, result.duplicate_tids) == (2, 1)
-    assert parse_event_value((await harness.device("dt"))["dep"])[2] == 2
+    assert (await harness.device("dt"))["dep"].count == 2
 
 
 async def test_assignment_resumes_after_the_redis_watermark(harness, infra, redis_client):
@@ -197,7 +197,7 @@ async def test_assignment_resumes_after_the_redis_watermark(harness, infra, redi
     part = [p for p in range(4) if await _has_records(infra, harness.postbacks, p)][0]
     await redis_client.set(PartitionKeys(harness.prefix, part).applied_offset(harness.postbacks), 2)
     await harness.run_until_applied(5)
-    assert parse_event_value((await harness.device("w"))["reg"]) == (T0 + 3, T0 + 4, 2)
+    assert (await harness.device("w"))["reg"] == (T0 + 3, T0 + 4, 2)
 
 
 async def _has_records(infra, topic, partition) -> bool:
@@ -210,20 +210,17 @@ async def _has_records(infra, topic, partition) -> bool:
         await consumer.stop()
 
 
-async def test_outbox_entries_left_by_the_skeleton_are_drained(harness, redis_client, infra):
-    """An upgrade drains the old one-record-per-entry outbox format too."""
+async def test_an_outbox_entry_in_an_unknown_format_stops_the_drain_and_stays(harness, redis_client, infra):
+    """An entry this version cannot read is never skipped: the drain raises, naming it, and the
+    entry stays in the outbox (nothing published, nothing lost)."""
     outbox = PartitionKeys(harness.prefix, 1).outbox
-    await redis_client.xadd(outbox, {"event_id": "old1", "account_id": "1", "install_id": "legacy", "event": "dep",
-                                     "deposit_ordinal": "2", "first_occurrence": "0", "occurred_at": str(T0),
-                                     "processed_at": str(T0 + 1), "tid": "", "amount": "", "currency": ""})
+    await redis_client.xadd(outbox, {"event_id": "old1", "account_id": "1", "install_id": "legacy", "event": "dep"})
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True)
     await producer.start()
     try:
-        assert await OutboxDrain(harness.store, producer, harness.device_events, lambda: {1}, 10).drain_once() == 1
+        with pytest.raises(UnknownOutboxEntry, match="not this version's h/t"):
+            await OutboxDrain(harness.store, producer, harness.device_events, lambda: {1}, 10).drain_once()
     finally:
         await producer.stop()
-    [message] = await read_all(infra.kafka, harness.device_events)
-    record = DeviceEventRecord.model_validate_json(message.value)
-    assert (message.key, record.event_id, record.deposit_ordinal, record.first_occurrence, record.tid) == \
-        (b"1:legacy", "old1", 2, False, None)
-    assert await redis_client.xlen(outbox) == 0
+    assert await read_all(infra.kafka, harness.device_events) == []
+    assert await redis_client.xlen(outbox) == 1
