@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Ingress throughput (bench/results/ingress.md): wrk + postbacks.lua (varied valid postbacks
 # for >= 10,000 devices) against nginx answering a bare 204 (the HTTP ceiling, same run), then
-# against the ingress under each server configuration, with Kafka on this box. Afterwards it
-# counts the records on each run's own topic: every 2xx must be there.
+# against the ingress (its own HTTP server, confluent-kafka: the one production path) with each
+# worker count, with Kafka on this box. Afterwards it counts the records on each run's own topic:
+# every 2xx must be there.
 #
 # Knobs: BENCH_INGRESS_DURATION (s, default 15), BENCH_INGRESS_CONNECTIONS (64),
 # BENCH_INGRESS_THREADS (wrk threads, 1), BENCH_INGRESS_DEVICES (10000),
-# BENCH_INGRESS_CONFIGS (server:workers:kafka client[:granian interface], server native, granian
-# or uvicorn; default below: the production default first, then the alternatives it was chosen
-# over, in the same run).
+# BENCH_INGRESS_WORKERS (INGRESS_WORKERS of each run, default "1 2": the default first).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -17,7 +16,7 @@ DURATION=${BENCH_INGRESS_DURATION:-15}
 CONNS=${BENCH_INGRESS_CONNECTIONS:-64}
 THREADS=${BENCH_INGRESS_THREADS:-1}
 DEVICES=${BENCH_INGRESS_DEVICES:-10000}
-CONFIGS=${BENCH_INGRESS_CONFIGS:-"native:1:confluent native:1:aiokafka granian:1:confluent:rsgi granian:1:confluent:asgi uvicorn:1:confluent native:2:confluent"}
+WORKER_COUNTS=${BENCH_INGRESS_WORKERS:-"1 2"}
 WARMUP=3
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:9092}
 export REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6390/0}
@@ -95,20 +94,18 @@ NGINX_RPS=$n_rps
 kill -TERM -- "-$NGINX_PID" 2>/dev/null || true
 echo "nginx: $n_rps req/s p50 ${n_p50} ms p99 ${n_p99} ms"
 
-# ---- the ingress, per configuration
+# ---- the ingress, per worker count
 run_no=0
-for cfg in $CONFIGS; do
+for workers in $WORKER_COUNTS; do
   run_no=$((run_no + 1))
-  IFS=: read -r server workers client iface <<<"$cfg"
-  case $server in granian) iface=${iface:-rsgi} ;; uvicorn) iface=asgi ;; *) iface=- ;; esac
-  tag="$run_no-$server-$iface-w$workers-$client"
+  tag="$run_no-w$workers"
   prefix="bench-$RUN-$tag"
   topic="bench-postbacks-$RUN-$tag"; rejected="bench-rejected-$RUN-$tag"
   eval "$("$PY" bench/ingress/helper.py setup "$REDIS_URL" "$prefix" "$KAFKA_BOOTSTRAP_SERVERS" "$topic" "$rejected")"
   port=$(free_port)
   echo "--- ingress $tag (account $ACCOUNT), ${WARMUP}s warm-up + ${DURATION}s"
   PBSEG_KEY_PREFIX=$prefix PBSEG_TOPIC_POSTBACKS=$topic PBSEG_TOPIC_REJECTED=$rejected \
-    INGRESS_SERVER=$server INGRESS_GRANIAN_INTERFACE=${iface/#-/rsgi} INGRESS_WORKERS=$workers INGRESS_KAFKA_CLIENT=$client INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
+    INGRESS_WORKERS=$workers INGRESS_BIND=127.0.0.1:$port PBSEG_LOG_LEVEL=warning \
     setsid "$PY" -m services.ingress > "$WORK/$tag.log" 2>&1 &
   pid=$!; PIDS+=("$pid")
   if ! wait_http "http://127.0.0.1:$port/readyz" 60; then echo "ingress $tag did not become ready:"; tail -20 "$WORK/$tag.log"; exit 1; fi
@@ -127,12 +124,12 @@ for cfg in $CONFIGS; do
   accepted_rps=$(( (req - non) / DURATION ))
   verdict=OK; [ "$on_topic" -ge "$ok2xx" ] || { verdict="MISSING $(( ok2xx - on_topic ))"; FAILED=1; }
   met=$("$PY" -c "print('met' if $accepted_rps >= 20000 and $p99 <= 25 else 'NOT met')")
-  TARGET_LINES+=("- $server ($iface), $workers worker(s), $client: $accepted_rps accepted/s, p99 $p99 ms: target **$met**")
+  TARGET_LINES+=("- $workers worker(s): $accepted_rps accepted/s, p99 $p99 ms: target **$met**")
   ratio=$("$PY" -c "print(f'{$accepted_rps / $NGINX_RPS:.1%}')")
   cpu_us=$("$PY" -c "print(round(($cpu_after - $cpu_before) * 1e6 / max(1, $req)))")
   wrk_us=$(wrk_cpu_us "$WORK/$tag.wrk" "$req")
   echo "$tag: ${accepted_rps} accepted/s p50 ${p50} ms p99 ${p99} ms ingress CPU ${cpu_us} us/request wrk CPU ${wrk_us} us/request non-2xx $non errors $err; 2xx $ok2xx on topic $on_topic ($verdict)"
-  ROWS+=("| $server | $iface | $workers | $client | $accepted_rps | $p50 | $p99 | $cpu_us | $wrk_us | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
+  ROWS+=("| $workers | $accepted_rps | $p50 | $p99 | $cpu_us | $wrk_us | $non | $err | $ratio | $ok2xx | $server_accepted | $on_topic | $verdict |")
 done
 
 {
@@ -141,12 +138,13 @@ done
   echo "\`bench/ingress/run.sh\`, $(date -u +%Y-%m-%dT%H:%MZ): wrk $THREADS thread(s), $CONNS connections, ${DURATION}s per run"
   echo "(after a ${WARMUP}s warm-up), \`postbacks.lua\`: varied valid postbacks (custom events, reg, install,"
   echo "dep with amount/currency/tid, a quarter with \`ts\`) for $DEVICES devices. Kafka $KAFKA_BOOTSTRAP_SERVERS and"
-  echo "Redis on this box; each run has its own topic; acks=all, idempotent producer (client per row)."
+  echo "Redis on this box; each run has its own topic. The ingress: its own HTTP server (uvloop + httptools),"
+  echo "confluent-kafka with acks=all and the idempotent producer."
   echo
   echo "Ceiling: nginx (1 worker) answering a bare 204: **$NGINX_RPS req/s**, p50 $n_p50 ms, p99 $n_p99 ms."
   echo
-  echo "| server | interface | workers | Kafka client | accepted/s | p50 ms | p99 ms | ingress CPU µs/request | wrk CPU µs/request | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| workers | accepted/s | p50 ms | p99 ms | ingress CPU µs/request | wrk CPU µs/request | non-2xx | socket errors | of nginx | 2xx (incl. warm-up) | server counted | records on topic | every 2xx on topic |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
   echo
   echo "Target: >= 20,000 accepted/s with p99 <= 25 ms on 2 cores (wrk, Kafka and the ingress share them)."
@@ -159,7 +157,7 @@ done
   echo "the requests wrk completed; \"every 2xx on topic\" compares wrk's 2xx count (warm-up included) with the"
   echo "records on that run's topic after the ingress stopped (the topic may hold a few more: replies still in"
   echo "flight when wrk stopped). \"server counted\" is one scrape of /metrics: with several workers it is one"
-  echo "worker's share. Defaults chosen from these figures: docs/architecture.md (\"Ingress\")."
+  echo "worker's share."
 } > "$OUT"
 echo "wrote $OUT"
 [ "$FAILED" = 0 ] || { echo "bench/ingress: some 2xx answers are missing from the topic" >&2; exit 1; }

@@ -1,9 +1,10 @@
 """The ingress app: GET/POST /api/postback/ -> one record on the postbacks topic.
 
-Served over granian's RSGI interface (`__rsgi__`, production) or ASGI (`__call__`, for
-uvicorn), both thin adapters around `handle()`. No framework: the hot path is parse -> rate limit -> produce ->
-reply, a few dict lookups around the pure `parse_postback`. Replies are JSON; every 4xx is
-`{"error", "message"}`, counted in metrics and written to the rejected-postbacks topic.
+Served by the ingress's own HTTP server (http_server.py, http_connection.py), which calls
+`handle()` for each request and `startup()`/`shutdown()` around serving. No framework: the
+hot path is parse -> rate limit -> produce -> reply, a few dict lookups around the pure
+`parse_postback`. Replies are JSON; every 4xx is `{"error", "message"}`, counted in metrics
+and written to the rejected-postbacks topic.
 """
 
 from __future__ import annotations
@@ -37,8 +38,7 @@ _POSTBACK_PATHS = frozenset({"/api/postback/", "/api/postback"})
 _CATALOG_REJECTIONS = frozenset({"unknown_account", "unknown_event", "event_inactive", "missing_key", "wrong_key"})
 _USAGE = "use GET or POST /api/postback/?id=<install id>&status=<event code>_<account id>"
 
-# A reply: status, headers (str pairs, content-type first), body. Both server interfaces
-# (RSGI, what granian runs in production, and ASGI for uvicorn) send the same replies.
+# A reply: status, headers (str pairs, content-type first), body.
 Reply = tuple[int, list[tuple[str, str]], bytes]
 
 
@@ -48,28 +48,6 @@ def _json_reply(status: int, body: bytes, extra: list[tuple[str, str]] | None = 
 
 def _error_body(error: str, message: str) -> bytes:
     return orjson.dumps({"error": error, "message": message})
-
-
-def body_limit_check(content_length: str | bytes | None, chunked: bool, limit: int) -> RejectedPostback | bool:
-    """From the request headers: a rejection, or whether a body follows."""
-    if content_length is not None:
-        try:
-            length = int(content_length)
-        except ValueError:
-            return RejectedPostback(400, "invalid_content_length", "Content-Length must be a number")
-        if length > limit:
-            return RejectedPostback(413, "body_too_large", f"the body is {length} bytes; at most {limit} are read (the body is ignored: put the parameters in the URL)")
-        if length > 0:
-            return True
-    return chunked
-
-
-def _too_large(limit: int) -> RejectedPostback:
-    return RejectedPostback(413, "body_too_large", f"the body exceeds {limit} bytes (it is ignored: put the parameters in the URL)")
-
-
-def _incomplete() -> RejectedPostback:
-    return RejectedPostback(400, "body_incomplete", "the connection closed before the body ended")
 
 
 class _Throttled:
@@ -104,8 +82,8 @@ class IngressApp:
 
     # ------------------------------------------------------------------ routing
     async def handle(self, method: str, path: str, query: str, read_body) -> Reply:
-        """One request, whatever the server interface. `query` is the raw query string
-        (bytes as latin-1); `read_body()` drains the body within the limits and returns a
+        """One request. `query` is the raw query string (bytes as latin-1); `read_body()`
+        returns the server's verdict on the body, read within the limits: a
         RejectedPostback or None (only POSTs to the postback path call it)."""
         if path in _POSTBACK_PATHS:
             metrics = self.metrics
@@ -129,98 +107,6 @@ class IngressApp:
         body = orjson.dumps({"ready": ready, "kafka": self.kafka_ok, "catalog_loaded": loaded,
                              "catalog_version": self.catalog.version})
         return _json_reply(200 if ready else 503, body)
-
-    # ------------------------------------------------------------------ RSGI (granian, production)
-    async def __rsgi__(self, scope, protocol) -> None:
-        # Only HTTP arrives: __main__ runs granian with websockets off. Each scope attribute
-        # is built on access, so the handler reads each one once.
-        method = scope.method
-        if method == "POST":
-            async def read_body():
-                return await self._read_rsgi_body(scope, protocol)
-        else:
-            read_body = None
-        status, headers, body = await self.handle(method, scope.path, scope.query_string, read_body)
-        protocol.response_bytes(status, headers, body)
-
-    async def _read_rsgi_body(self, scope, protocol) -> RejectedPostback | None:
-        limit = self.settings.max_body_bytes
-        headers = scope.headers
-        content_length = headers.get("content-length")
-        checked = body_limit_check(content_length, "transfer-encoding" in headers, limit)
-        if checked is not True:
-            return checked or None
-        received = 0
-        try:
-            async with asyncio.timeout(self.settings.body_read_timeout_s):
-                async for chunk in protocol:
-                    received += len(chunk)
-                    if received > limit:
-                        return _too_large(limit)
-        except TimeoutError:
-            return RejectedPostback(408, "body_timeout", f"the body did not arrive within {self.settings.body_read_timeout_s:g} s")
-        except Exception:  # noqa: BLE001 - granian's ProtocolClosed/ProtocolError: the client went away
-            return _incomplete()
-        if content_length is not None and received < int(content_length):
-            return _incomplete()
-        return None
-
-    def __rsgi_init__(self, loop) -> None:
-        """granian calls this in each worker before serving, the loop not yet running."""
-        try:
-            loop.run_until_complete(self.startup())
-        except Exception as exc:  # noqa: BLE001 - say what is missing, then stop the worker
-            log.error("ingress_startup_failed", error=str(exc))
-            raise SystemExit(1) from exc
-
-    def __rsgi_del__(self, loop) -> None:
-        loop.run_until_complete(self.shutdown())
-
-    # ------------------------------------------------------------------ ASGI (uvicorn)
-    async def __call__(self, scope, receive, send):
-        kind = scope["type"]
-        if kind == "http":
-            method = scope["method"]
-            if method == "POST":
-                async def read_body():
-                    return await self._read_asgi_body(scope, receive)
-            else:
-                read_body = None
-            status, headers, body = await self.handle(method, scope["path"], scope["query_string"].decode("latin-1"), read_body)
-            await send({"type": "http.response.start", "status": status,
-                        "headers": [(k.encode(), v.encode()) for k, v in headers]})
-            await send({"type": "http.response.body", "body": body})
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _read_asgi_body(self, scope, receive) -> RejectedPostback | None:
-        limit = self.settings.max_body_bytes
-        content_length, chunked = None, False
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                checked = body_limit_check(value, False, limit)
-                if type(checked) is RejectedPostback:
-                    return checked
-                content_length = value
-            elif name == b"transfer-encoding":
-                chunked = True
-        checked = body_limit_check(content_length, chunked, limit)
-        if checked is not True:
-            return checked or None
-        received = 0
-        try:
-            async with asyncio.timeout(self.settings.body_read_timeout_s):
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        return _incomplete()
-                    received += len(message.get("body", b""))
-                    if received > limit:
-                        return _too_large(limit)
-                    if not message.get("more_body", False):
-                        return None
-        except TimeoutError:
-            return RejectedPostback(408, "body_timeout", f"the body did not arrive within {self.settings.body_read_timeout_s:g} s")
 
     # ------------------------------------------------------------------ postbacks
     async def _postback(self, method: str, query: str, read_body) -> Reply:
@@ -313,19 +199,3 @@ class IngressApp:
         await cancel_and_wait(self._probe_task)
         await self.catalog.stop()
         await self.producer.stop()
-
-    async def _lifespan(self, receive, send):
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:  # noqa: BLE001 - the server prints it and exits
-                    log.error("ingress_startup_failed", error=str(exc))
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return

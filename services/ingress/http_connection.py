@@ -1,8 +1,8 @@
-"""One HTTP/1.1 client connection of the native server: an asyncio.Protocol that parses with
+"""One HTTP/1.1 client connection of the ingress's server: an asyncio.Protocol that parses with
 httptools (llhttp) and calls `IngressApp.handle()` directly on the event loop's thread.
 
-No ASGI/RSGI layer and no hand-over between threads per request (docs/architecture.md,
-"Ingress", has the figures that chose this). What it guarantees:
+No ASGI/RSGI layer and no hand-over between threads per request (bench/results/ingress.md
+has the figures that chose this). What it guarantees:
 
 - HTTP/1.1 keep-alive and HTTP/1.0 (keep-alive only when asked for); GET, POST and others
   (the app answers 405); HEAD replies carry no body.

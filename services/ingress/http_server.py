@@ -1,5 +1,5 @@
-"""The native HTTP server of the ingress (`INGRESS_SERVER=native`): uvloop, one
-`HttpConnection` per client (http_connection.py), the app called on the loop's thread.
+"""The ingress's HTTP server: uvloop, one `HttpConnection` per client (http_connection.py),
+the app called on the loop's thread.
 
 Per process: start the app (Kafka, catalog; a failure exits 1 naming what is missing), listen,
 sweep the connections' read timeouts every `tick` seconds (which also refreshes the coarse
@@ -21,6 +21,7 @@ import sys
 
 import structlog
 
+from services.ingress.bootstrap import bootstrap
 from services.ingress.http_connection import ConnectionLimits, HttpConnection, http_date
 from services.ingress.settings import IngressSettings
 
@@ -40,7 +41,7 @@ class _ConnectionLimitReached(asyncio.Protocol):
         transport.close()
 
 
-class NativeServer:
+class HttpServer:
     """Serves one app on one event loop; `connections` is every open connection."""
 
     def __init__(self, app, limits: ConnectionLimits, max_connections: int = 10_000, tick: float | None = None,
@@ -116,15 +117,13 @@ def limits_from(settings: IngressSettings) -> ConnectionLimits:
 
 async def serve_app(settings: IngressSettings, host: str, port: int, reuse_port: bool) -> int:
     """One worker: start the app, serve until SIGTERM/SIGINT, stop. Returns the exit code."""
-    from services.ingress.main import create_app
-
-    app = create_app(settings)
+    app = bootstrap(settings)
     try:
         await app.startup()
     except Exception as exc:  # noqa: BLE001 - say what is missing, then exit
         log.error("ingress_startup_failed", error=str(exc))
         return 1
-    server = NativeServer(app, limits_from(settings), settings.max_connections)
+    server = HttpServer(app, limits_from(settings), settings.max_connections)
     try:
         bound = await server.listen(host, port, reuse_port=reuse_port)
     except OSError as exc:
@@ -135,7 +134,7 @@ async def serve_app(settings: IngressSettings, host: str, port: int, reuse_port:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("ingress_listening", server="native", bind=f"{host}:{bound}")
+    log.info("ingress_listening", bind=f"{host}:{bound}")
     await stop.wait()
     log.info("ingress_stopping", connections=len(server.connections))
     await server.close()
@@ -149,7 +148,7 @@ def _worker(settings: IngressSettings, host: str, port: int, reuse_port: bool) -
     sys.exit(uvloop.run(serve_app(settings, host, port, reuse_port)))
 
 
-def serve_native(settings: IngressSettings, host: str, port: int) -> int:
+def serve(settings: IngressSettings, host: str, port: int) -> int:
     """Run `settings.workers` workers; one runs in this process itself."""
     if settings.workers == 1:
         import uvloop

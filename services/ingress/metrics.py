@@ -59,7 +59,7 @@ class _HotPathCollector:
         yield requests
         yield GaugeMetricFamily("pbseg_ingress_in_flight", "Postback requests being handled now", value=m.in_flight)
         if m.open_connections is not None:
-            yield GaugeMetricFamily("pbseg_ingress_connections", "Open client connections (native server)",
+            yield GaugeMetricFamily("pbseg_ingress_connections", "Open client connections",
                                     value=m.open_connections())
         h = m.produce_seconds
         yield HistogramMetricFamily("pbseg_ingress_produce_seconds",
@@ -75,7 +75,7 @@ class IngressMetrics:
         self.accepted_count = 0
         self.other_counts: dict[tuple[str, str], int] = {}
         self.in_flight = 0
-        # Set by the native server: a callable returning its open connections.
+        # Set by the HTTP server: a callable returning its open connections.
         self.open_connections = None
         self.produce_seconds = LatencyHistogram()
         r.register(_HotPathCollector(self))

@@ -43,7 +43,7 @@ def _resolve(fut: asyncio.Future, err) -> None:
 class ConfluentRecordProducer:
     """acks=all + enable.idempotence: librdkafka's retries cannot duplicate or reorder."""
 
-    # deliver() only awaits plain futures (and asyncio.sleep): the native server may run it
+    # deliver() only awaits plain futures (and asyncio.sleep): the HTTP server may run it
     # without an asyncio.Task (services/ingress/http_connection.py).
     runs_without_task = True
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
 from services.common.settings import CommonSettings
@@ -11,16 +9,10 @@ from services.common.settings import CommonSettings
 
 class IngressSettings(CommonSettings):
     bind: str = Field("127.0.0.1:8080", alias="INGRESS_BIND")
-    # HTTP server, chosen by measurement (docs/architecture.md "Ingress"): the native one
-    # (uvloop + httptools, services/ingress/http_server.py); granian and uvicorn stay selectable.
-    server: Literal["native", "granian", "uvicorn"] = Field("native", alias="INGRESS_SERVER")
+    # One HTTP server (uvloop + httptools, services/ingress/http_server.py) and one Kafka
+    # client (confluent-kafka, producer_confluent.py, acks=all + idempotent): the fastest
+    # measured (bench/results/ingress.md).
     workers: int = Field(1, alias="INGRESS_WORKERS", ge=1, le=64)
-    # granian's interface to the app: RSGI (cheaper per request, measured) or ASGI.
-    granian_interface: Literal["rsgi", "asgi"] = Field("rsgi", alias="INGRESS_GRANIAN_INTERFACE")
-    # Kafka client, chosen by measurement too; both use acks=all and the idempotent producer.
-    # confluent-kafka: over four quiet bench runs steadier and on average ahead of aiokafka
-    # (the design card's default), and ahead end to end (docs/architecture.md, "Ingress").
-    kafka_client: Literal["aiokafka", "confluent"] = Field("confluent", alias="INGRESS_KAFKA_CLIENT")
     # gc.freeze() after start-up (shorter full collections under load; measured).
     gc_freeze: bool = Field(True, alias="INGRESS_GC_FREEZE")
 
@@ -43,12 +35,12 @@ class IngressSettings(CommonSettings):
     max_query_bytes: int = Field(4096, alias="INGRESS_MAX_QUERY_BYTES", ge=256, le=4096)
     max_body_bytes: int = Field(65_536, alias="INGRESS_MAX_BODY_BYTES", ge=0, le=1_048_576)
     body_read_timeout_s: float = Field(5.0, alias="INGRESS_BODY_READ_TIMEOUT_S", gt=0, le=60)
-    # Granian's HTTP/1 read buffer: bounds the request line plus headers.
+    # Request line plus headers at most this many bytes (414/431), complete within this time.
     max_header_bytes: int = Field(16_384, alias="INGRESS_MAX_HEADER_BYTES", ge=8192, le=1_048_576)
     header_read_timeout_s: float = Field(5.0, alias="INGRESS_HEADER_READ_TIMEOUT_S", gt=0, le=60)
-    # Native server only (granian and uvicorn have their own): idle keep-alive connections are
-    # closed after this; at most this many requests of one connection are handled at once
-    # (more pipelined ones wait, reading pauses); connections beyond the limit get one 503.
+    # Idle keep-alive connections are closed after this; at most this many requests of one
+    # connection are handled at once (more pipelined ones wait, reading pauses); connections
+    # beyond the limit get one 503.
     keepalive_timeout_s: float = Field(15.0, alias="INGRESS_KEEPALIVE_TIMEOUT_S", gt=0, le=3600)
     max_pipelined: int = Field(16, alias="INGRESS_MAX_PIPELINED", ge=1, le=1024)
     max_connections: int = Field(10_000, alias="INGRESS_MAX_CONNECTIONS", ge=1)

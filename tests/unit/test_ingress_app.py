@@ -1,4 +1,5 @@
-"""The app over RSGI and ASGI with a fake producer: replies, limits, rejected records, 503 and 429."""
+"""The app with a fake producer, through the HTTP server's connection protocol (bytes in,
+bytes out): replies, limits, rejected records, 503 and 429."""
 
 from __future__ import annotations
 
@@ -58,84 +59,10 @@ def make_app(**overrides) -> tuple[IngressApp, FakeProducer]:
     return app, producer
 
 
-INTERFACE = "asgi"
-
-
-@pytest.fixture(autouse=True, params=["asgi", "rsgi", "native"])
-def interface(request):
-    """Every test runs through each server interface: RSGI (granian), ASGI (uvicorn) and the
-    native server's connection protocol (bytes in, bytes out; tests/unit/test_ingress_http_server.py)."""
-    global INTERFACE
-    INTERFACE = request.param
-    yield request.param
-    INTERFACE = "asgi"
-
-
 async def call(app, path="/api/postback/", query=b"", method="GET", headers=(), body_chunks=(b"",), slow=False):
-    if INTERFACE == "rsgi":
-        return await call_rsgi(app, path, query, method, headers, body_chunks, slow)
-    if INTERFACE == "native":
-        return await call_native(app, path, query, method, headers, body_chunks, slow)
-    chunks = list(body_chunks)
-    sent = []
-
-    async def receive():
-        if slow:
-            import asyncio
-            await asyncio.sleep(10)
-        if chunks:
-            chunk = chunks.pop(0)
-            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-        return {"type": "http.disconnect"}
-
-    async def send(message):
-        sent.append(message)
-
-    scope = {"type": "http", "method": method, "path": path, "query_string": query, "headers": list(headers)}
-    await app(scope, receive, send)
-    start, body = sent[0], sent[1]
-    assert start["type"] == "http.response.start" and body["type"] == "http.response.body"
-    return start["status"], dict(start["headers"]), body["body"]
-
-
-class RsgiScope:
-    """What granian hands an RSGI app: attributes, str query string, str headers."""
-
-    proto = "http"
-
-    def __init__(self, method, path, query: bytes, headers):
-        self.method, self.path, self.query_string = method, path, query.decode("latin-1")
-        self.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers}
-
-
-class RsgiProtocol:
-    def __init__(self, chunks, slow):
-        self.chunks, self.slow, self.replies = list(chunks), slow, []
-
-    def __aiter__(self):
-        return self
-
-    async def __anext__(self):
-        if self.slow:
-            import asyncio
-            await asyncio.sleep(10)
-        if not self.chunks:
-            raise StopAsyncIteration
-        return self.chunks.pop(0)
-
-    def response_bytes(self, status, headers, body):
-        assert all(type(k) is str and type(v) is str for k, v in headers) and type(body) is bytes
-        self.replies.append((status, headers, body))
-
-
-async def call_rsgi(app, path, query, method, headers, body_chunks, slow):
-    protocol = RsgiProtocol(body_chunks, slow)
-    await app.__rsgi__(RsgiScope(method, path, query, headers), protocol)
-    [(status, reply_headers, body)] = protocol.replies  # exactly one reply
-    return status, {k.encode(): v.encode() for k, v in reply_headers}, body
-
-
-async def call_native(app, path, query, method, headers, body_chunks, slow):
+    """One request through one HttpConnection (tests/unit/test_ingress_http_server.py drives
+    the protocol itself); returns status, headers (bytes) and body. `slow`: the body never
+    comes, the body read timeout passes."""
     from urllib.parse import quote_from_bytes
 
     from services.ingress.http_server import limits_from
@@ -157,11 +84,16 @@ async def call_native(app, path, query, method, headers, body_chunks, slow):
     return status, {k.encode(): v.encode() for k, v in reply_headers.items()}, reply_body
 
 
-async def test_rsgi_body_shorter_than_its_content_length_is_incomplete():
+async def test_body_shorter_than_its_content_length_is_incomplete():
+    """The client stops sending before the declared body ended: 400, nothing delivered."""
+    from test_ingress_http_server import Native, request
+
     app, producer = make_app()
-    protocol = RsgiProtocol([b"abc"], slow=False)
-    await app.__rsgi__(RsgiScope("POST", "/api/postback/", b"id=d&status=reg_42", [(b"content-length", b"10")]), protocol)
-    [(status, _, body)] = protocol.replies
+    native = Native(app)
+    native.send(request(method="POST", headers="Content-Length: 10\r\n", body=b"abc"))
+    native.conn.eof_received()
+    await native.settle()
+    [(status, _, body)] = native.replies()
     assert (status, orjson.loads(body)["error"]) == (400, "body_incomplete") and producer.delivered == []
 
 
@@ -280,7 +212,7 @@ async def test_rejected_records_are_dropped_and_counted_when_too_many_are_pendin
 async def test_garbage_never_escapes_and_gets_4xx_json(query, method, path):
     app, producer = make_app()
     status, headers, body = await call(app, path=path, query=query, method=method)
-    if INTERFACE == "native" and method == "HEAD":  # a HEAD reply has no body
+    if method == "HEAD":  # a HEAD reply has no body
         assert 400 <= status < 500 and body == b"" and producer.delivered == []
         return
     reply = orjson.loads(body)

@@ -11,8 +11,9 @@ import orjson
 import pytest
 
 from services.ingress.http_connection import ConnectionLimits, HttpConnection
-from services.ingress.http_server import NativeServer
+from services.ingress.http_server import HttpServer
 from test_ingress_app import FakeProducer, make_app
+from waiting import wait_for  # tests/waiting.py
 
 
 class FakeTransport:
@@ -67,11 +68,11 @@ def parse_replies(raw: bytes, heads: int = 0) -> list[tuple[int, dict[str, str],
 
 
 class Native:
-    """One connection of a NativeServer around `app`, driven by hand."""
+    """One connection of a HttpServer around `app`, driven by hand."""
 
     def __init__(self, app, **limits):
         self.app = app
-        self.server = NativeServer(app, ConnectionLimits(**limits))
+        self.server = HttpServer(app, ConnectionLimits(**limits))
         self.server.loop = asyncio.get_running_loop()
         self.transport = FakeTransport()
         self.conn = HttpConnection(self.server)
@@ -345,7 +346,7 @@ async def test_over_a_real_socket():
     """The same protocol on a real transport (a socket pair, no network): pipelining and a 413
     whose reply the client reads in full although it was still sending its body."""
     app, producer = make_app(INGRESS_MAX_BODY_BYTES=1000)
-    server = NativeServer(app, ConnectionLimits(max_body_bytes=1000))
+    server = HttpServer(app, ConnectionLimits(max_body_bytes=1000))
     loop = asyncio.get_running_loop()
     server.loop, server.now = loop, loop.time()
     ours, theirs = socket.socketpair()
@@ -366,7 +367,7 @@ async def test_over_a_real_socket():
 
 
 class TimeoutProducer(FakeProducer):
-    """Like AiokafkaRecordProducer: deliver() uses asyncio.timeout, which needs an asyncio.Task."""
+    """A producer whose deliver() uses asyncio.timeout, which needs an asyncio.Task."""
 
     runs_without_task = False
 
@@ -383,10 +384,7 @@ async def test_requests_run_with_or_without_a_task_as_the_producer_needs(produce
     native = Native(app)
     assert native.server.drive_without_task is (producer_class is FakeProducer)
     native.send(request() + request("/healthz") + request())
-    for _ in range(50):
-        await asyncio.sleep(0.002)
-        if len(native.replies()) == 3:
-            break
+    await wait_for(lambda: len(native.replies()) == 3, timeout=2, interval=0.002, message="three replies")
     assert [r[0] for r in native.replies()] == [200, 200, 200] and len(producer.delivered) == 2
 
 

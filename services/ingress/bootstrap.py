@@ -1,4 +1,8 @@
-"""Wiring for the ingress: the one place that builds its dependencies."""
+"""Wiring for the ingress: the one place that builds its dependencies from its settings.
+
+`bootstrap(settings)` is called once per worker process (services/ingress/http_server.py)
+with the settings `__main__.main()` read; nothing here reads the environment.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from services.common.redis_conn import async_redis
 from services.ingress.app import IngressApp
 from services.ingress.catalog_cache import CatalogCache
 from services.ingress.metrics import IngressMetrics
-from services.ingress.producer import AiokafkaRecordProducer, RecordProducer
+from services.ingress.producer import RecordProducer
+from services.ingress.producer_confluent import ConfluentRecordProducer
 from services.ingress.settings import IngressSettings
 
 
@@ -17,19 +22,15 @@ def build_producer(settings: IngressSettings, metrics: IngressMetrics) -> Record
     def count_failure(reason: str) -> None:
         metrics.rejected_writes.labels("failed").inc()
 
-    common = dict(bootstrap=settings.kafka_bootstrap_servers, linger_ms=settings.kafka_linger_ms,
-                  max_batch_bytes=settings.kafka_max_batch_bytes, max_background=settings.max_pending_rejected,
-                  on_background_failure=count_failure)
-    if settings.kafka_client == "confluent":
-        from services.ingress.producer_confluent import ConfluentRecordProducer
-
-        return ConfluentRecordProducer(**common, delivery_timeout_s=settings.produce_timeout_s,
-                                       probe_topic=settings.topic_postbacks)
-    return AiokafkaRecordProducer(**common)
+    return ConfluentRecordProducer(
+        bootstrap=settings.kafka_bootstrap_servers, linger_ms=settings.kafka_linger_ms,
+        max_batch_bytes=settings.kafka_max_batch_bytes, max_background=settings.max_pending_rejected,
+        on_background_failure=count_failure, delivery_timeout_s=settings.produce_timeout_s,
+        probe_topic=settings.topic_postbacks)
 
 
-def create_app(settings: IngressSettings | None = None) -> IngressApp:
-    settings = settings or IngressSettings()
+def bootstrap(settings: IngressSettings) -> IngressApp:
+    """The app with its real dependencies (not started: the server calls `startup()`)."""
     configure_logging(settings.log_level, settings.log_format)
     metrics = IngressMetrics()
     catalog = CatalogCache(
