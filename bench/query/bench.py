@@ -179,7 +179,7 @@ async def setup_catalog() -> str:
 def start_query(port: int, **extra_env: str) -> subprocess.Popen:
     env = dict(os.environ, REDIS_URL=REDIS_URL, PBSEG_KEY_PREFIX=PREFIX, PBSEG_POSTBACKS_PARTITIONS=str(PARTITIONS),
                QUERY_REJECTED_FEED="false", PBSEG_LOG_LEVEL="warning", **extra_env)
-    proc = subprocess.Popen([str(ROOT / ".venv/bin/uvicorn"), "services.query.main:create_app", "--factory",
+    proc = subprocess.Popen([str(ROOT / ".venv/bin/uvicorn"), "services.query.bootstrap:create_app", "--factory",
                              "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"],
                             env=env, cwd=ROOT)
     for _ in range(100):

@@ -34,7 +34,7 @@ def service_argv(name: str, settings: StackSettings) -> list[str]:
         return [str(BIN / "python"), "-m", "services.ingress", "--bind", f"{ep.host}:{ep.port}"]
     if name == "query":
         ep = Endpoint.parse(settings.query_bind, 8081)
-        return [str(BIN / "uvicorn"), "services.query.main:create_app", "--factory", "--host", ep.host,
+        return [str(BIN / "uvicorn"), "services.query.bootstrap:create_app", "--factory", "--host", ep.host,
                 "--port", str(ep.port), "--no-access-log", "--log-level", "warning"]
     if name == "processor":
         return [str(BIN / "python"), "-m", "services.processor", "-l", "warn"]

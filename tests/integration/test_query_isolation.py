@@ -23,6 +23,7 @@ ENDPOINTS = [
     ("POST", "/api/b/v2/segments/count", {"event_include": ["install"]}),
     ("POST", "/api/b/v2/segments/devices", {"limit": 10}),
     ("POST", "/api/b/v2/segments/export", {}),
+    ("POST", "/api/b/v2/segments/verdict", {"install_id": "a-device", "event_include": ["reg"]}),
     ("GET", "/api/b/v2/devices/a-device", None),
     ("GET", "/api/b/v2/postbacks/rejected", None),
 ]
@@ -32,7 +33,7 @@ def test_the_matrix_covers_every_api_route():
     """A new endpoint must be added to ENDPOINTS (and so to the isolation tests)."""
     from query_fixtures import make_settings  # noqa: F401 - same import path as the fixtures
 
-    from services.query.main import create_app
+    from services.query.bootstrap import create_app
 
     spec = create_app(make_settings("tmatrix", "redis://127.0.0.1:1/0")).openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/api/")}
@@ -98,6 +99,8 @@ async def test_reads_return_only_the_callers_data(query):
     assert (await query.call(b, "POST", "/api/b/v2/segments/devices", json={})).json()["devices"] == ["b-device"]
     assert ndjson((await query.call(b, "POST", "/api/b/v2/segments/export", json={})).content) == [{"install_id": "b-device"}]
     assert (await query.call(b, "GET", "/api/b/v2/devices/a-device")).status_code == 404
+    verdict = (await query.call(b, "POST", "/api/b/v2/segments/verdict", json={"install_id": "a-device"})).json()
+    assert (verdict["found"], verdict["selected"]) == (False, False)
     assert (await query.call(a, "GET", "/api/b/v2/devices/a-device")).status_code == 200
     rejected_b = (await query.call(b, "GET", "/api/b/v2/postbacks/rejected")).json()["rejected"]
     assert [r["reason"] for r in rejected_b] == ["event_inactive"]

@@ -11,14 +11,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
-from query_fixtures import PARTITIONS, delete_prefix
+from query_fixtures import PARTITIONS
+from waiting import wait_for
 
 from services.common.catalog import CatalogStore
-from services.query.synthetic import write_devices
+from synthetic import write_devices
 
 BIN = Path(sys.executable).parent
 
@@ -29,7 +29,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, tmp_path):
+async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, tmp_path, seed):
     catalog = CatalogStore(redis_client, key_prefix)
     account_id, api_key = await catalog.create_account("fuzz", 1)
     for code in ("promo", "buy"):
@@ -39,21 +39,23 @@ async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, 
     port = free_port()
     env = dict(os.environ, REDIS_URL=infra.redis_url, KAFKA_BOOTSTRAP_SERVERS=infra.kafka, PBSEG_KEY_PREFIX=key_prefix,
                PBSEG_POSTBACKS_PARTITIONS=str(PARTITIONS), QUERY_REJECTED_FEED="false", PBSEG_LOG_LEVEL="warning")
-    server = subprocess.Popen([str(BIN / "uvicorn"), "services.query.main:create_app", "--factory", "--host", "127.0.0.1",
+    server = subprocess.Popen([str(BIN / "uvicorn"), "services.query.bootstrap:create_app", "--factory", "--host", "127.0.0.1",
                                "--port", str(port), "--no-access-log", "--log-level", "warning"],
                               env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "wb"))
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
+
+        def ready() -> bool:
             try:
                 urllib.request.urlopen(f"{base}/readyz", timeout=1)
-                break
+                return True
             except OSError:
-                await asyncio.sleep(0.1)
+                return False
+        await wait_for(ready, timeout=30, interval=0.1, message="the query service's /readyz")
         run = await asyncio.to_thread(subprocess.run, [
             str(BIN / "schemathesis"), "run", f"{base}/openapi.json", "--checks", "not_a_server_error",
             "-H", f"Authorization: Bearer {api_key}", "--max-examples", "15", "--max-time", "30",
-            "--seed", str(int(time.time()) % 100_000), "--exclude-path", "/metrics", "--no-color",
+            "--seed", str(seed), "--exclude-path", "/metrics", "--no-color",
             "--report", "junit", "--report-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=150)
         assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
         report = next(tmp_path.glob("junit-*.xml")).read_text()
@@ -62,6 +64,5 @@ async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, 
                    "GET /api/b/v2/devices/{install_id}", "POST /api/b/v2/segments/export"):
             assert f'name="{op}"' in report, f"{op} was not exercised"
     finally:
-        server.terminate()
+        server.terminate()  # its keys go on the key_prefix fixture's teardown, after it stopped
         server.wait(10)
-        await delete_prefix(redis_client, key_prefix)

@@ -83,6 +83,7 @@ export class QueryApi {
   exportStream(filter) { return this.request("POST", "/segments/export", filter, { raw: true }); }
   rejected() { return this.request("GET", "/postbacks/rejected"); }
   device(installId) { return this.request("GET", `/devices/${encodeURIComponent(installId)}`); }
+  verdict(installId, filter) { return this.request("POST", "/segments/verdict", { ...filter, install_id: installId }); }
   createEvent(name, code) { return this.request("POST", "/events", { name, code }); }
   renameEvent(id, name) { return this.request("PUT", `/events/${encodeURIComponent(id)}`, { name }); }
   deleteEvent(id) { return this.request("DELETE", `/events/${encodeURIComponent(id)}`); }

@@ -8,7 +8,6 @@ const FILTER_STORAGE = "pbseg.filter"; // the filter survives a reload of the ta
 const MAX_FILTER_CODES = 64; // the API's limit per include/exclude list
 const POLL_MS = 3000;
 const CODE_RE = /^[A-Za-z0-9_]{1,64}$/;
-const RESERVED_RE = /^(install|reg|dep|dep_[0-9]+)$/;
 const fmt = new Intl.NumberFormat("en-US");
 
 const $ = (id) => document.getElementById(id);
@@ -20,7 +19,8 @@ const state = {
   match: "all",
   pendingDelete: null, // event id whose delete waits for a confirming click
   editing: null, // event id whose name is being edited
-  deviceCodes: null, // codes of the device shown by "Look up a device"
+  deviceId: null, // the device shown by "Look up a device"
+  verdictSeq: 0, // only the newest verdict is shown
   countSeq: 0,
   countAbort: null,
   countTimer: null,
@@ -58,8 +58,7 @@ function ordinalWord(n) {
 }
 
 function typeLabel(e) {
-  const m = /^dep_(\d+)$/.exec(e.code);
-  if (m) return `${ordinalWord(Number(m[1]))} deposit`;
+  if (e.deposit_ordinal > 1) return `${ordinalWord(e.deposit_ordinal)} deposit`;
   if (e.type === "CUSTOM") return "Custom";
   return "System";
 }
@@ -110,7 +109,7 @@ function signOut(message) {
   state.exclude = [];
   state.editing = null;
   state.pendingDelete = null;
-  state.deviceCodes = null;
+  state.deviceId = null;
   $("device-result").hidden = true;
   stopPolling();
   $("app").hidden = true;
@@ -368,9 +367,6 @@ function validateNew(name, code) {
   if (!CODE_RE.test(code)) {
     return `The code “${code}” can't be used: only letters, digits and _ are allowed, up to 64 characters.`;
   }
-  if (RESERVED_RE.test(code)) {
-    return `“${code}” is reserved for system events (install, reg, dep and dep_<number>). Choose another code.`;
-  }
   return null;
 }
 
@@ -546,22 +542,19 @@ async function download() {
 
 // ---------------------------------------------------------------- device lookup
 
-/** Why the current filter does or does not select a device with these codes (same rules as the API). */
-function verdict(codes, f) {
-  const include = f.event_include.length ? f.event_include : ["install"];
-  const missing = include.filter((c) => !codes.has(c));
-  const excluded = f.event_exclude.filter((c) => codes.has(c));
-  const included = f.include_match === "all" ? missing.length === 0 : missing.length < include.length;
-  const reasons = [];
-  if (!included) reasons.push(f.include_match === "all" ? `${missing.join(", ")} did not occur` : `none of ${include.join(", ")} occurred`);
-  if (excluded.length) reasons.push(`${excluded.join(", ")} occurred`);
-  return { selected: included && !excluded.length, reasons };
-}
-
-/** Re-judged whenever the filter changes while a device is shown. */
-function renderVerdict() {
-  if (!state.deviceCodes) return;
-  const v = verdict(state.deviceCodes, filterBody());
+/** Re-judged (by the API: the domain's filter evaluator) whenever the filter changes while a
+ * device is shown; only the newest answer is shown. */
+async function renderVerdict() {
+  if (!state.deviceId) return;
+  const seq = ++state.verdictSeq;
+  let v;
+  try {
+    v = await state.api.verdict(state.deviceId, filterBody());
+  } catch (err) {
+    if (seq === state.verdictSeq) handle(err, $("device-error"));
+    return;
+  }
+  if (seq !== state.verdictSeq || !state.deviceId) return;
   const node = $("device-verdict");
   node.textContent = v.selected ? "✓ The filter above selects this device."
     : `✗ The filter above does not select this device: ${v.reasons.join("; ")}.`;
@@ -577,7 +570,7 @@ async function lookUpDevice(ev) {
   const id = $("device-id").value.trim();
   showMessage($("device-error"), "");
   $("device-result").hidden = true;
-  state.deviceCodes = null;
+  state.deviceId = null;
   if (!id) return showMessage($("device-error"), "Type an installation id, as senders put it in `id=`.");
   if (!/^[\x21-\x7e]{1,128}$/.test(id)) {
     return showMessage($("device-error"), "Installation ids are 1-128 printable characters without spaces.");
@@ -588,7 +581,7 @@ async function lookUpDevice(ev) {
     const events = Array.isArray(d.events) ? d.events : [];
     $("device-summary").textContent = `${d.install_id}: ${events.length} event${events.length === 1 ? "" : "s"}, `
       + `${fmt.format(d.deposit_count || 0)} deposit${d.deposit_count === 1 ? "" : "s"}.`;
-    state.deviceCodes = new Set(events.map((e) => e.code));
+    state.deviceId = d.install_id;
     renderVerdict();
     $("device-body").replaceChildren(...events.map((e) => h("tr", { "data-code": e.code },
       h("td", {}, h("code", { text: e.code })),

@@ -26,7 +26,7 @@ const MAX_BARS = 16;
 /** Horizontal bars: system events, then the custom events with the most devices (at most
  * MAX_BARS bars; the table lists the rest). Deposit ordinals are drawn by the funnel. */
 export function drawEventBars(container, events) {
-  const system = events.filter((e) => e.type !== "CUSTOM" && !/^dep_\d+$/.test(e.code));
+  const system = events.filter((e) => e.type !== "CUSTOM" && !(e.deposit_ordinal > 1));
   const custom = events.filter((e) => e.type === "CUSTOM").sort((a, b) => (b.devices || 0) - (a.devices || 0));
   const rows = [...system, ...custom].slice(0, MAX_BARS);
   const hidden = system.length + custom.length - rows.length;
@@ -69,11 +69,8 @@ export function drawDepositFunnel(container, events) {
   const byCode = new Map(events.map((e) => [e.code, e]));
   const steps = [];
   if (byCode.has("dep")) steps.push({ code: "dep", label: "1st deposit", devices: byCode.get("dep").devices || 0 });
-  const ordinals = events
-    .map((e) => ({ e, m: /^dep_(\d+)$/.exec(e.code) }))
-    .filter((x) => x.m)
-    .sort((a, b) => Number(a.m[1]) - Number(b.m[1]));
-  for (const { e, m } of ordinals) steps.push({ code: e.code, label: `${ordinal(Number(m[1]))} deposit`, devices: e.devices || 0 });
+  const ordinals = events.filter((e) => e.deposit_ordinal > 1).sort((a, b) => a.deposit_ordinal - b.deposit_ordinal);
+  for (const e of ordinals) steps.push({ code: e.code, label: `${ordinal(e.deposit_ordinal)} deposit`, devices: e.devices || 0 });
   if (!steps.length || !steps[0].devices) return empty(container, "No deposits yet.");
   const width = 560, rowH = 34, top = 4, center = 250, maxW = 230;
   const height = top + steps.length * rowH + 4;

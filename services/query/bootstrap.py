@@ -1,4 +1,5 @@
-"""Wiring for the query service (uvicorn services.query.main:create_app --factory)."""
+"""The one wiring place of the query service: `create_app(settings)` (uvicorn
+services.query.bootstrap:create_app --factory; the settings are read when uvicorn calls it)."""
 
 from __future__ import annotations
 
