@@ -7,9 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-EVENT_CODE_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
-# Install ids: 1-128 characters, printable ASCII without spaces (0x21-0x7E).
-INSTALL_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+from services.domain.codes import EVENT_CODE_PATTERN, INSTALL_ID_PATTERN, MAX_TID_CHARS
 
 
 class PostbackRecord(BaseModel):
@@ -24,7 +22,7 @@ class PostbackRecord(BaseModel):
     event: str = Field(pattern=EVENT_CODE_PATTERN, description="Event code")
     occurred_at: int = Field(ge=0, description="Event time, unix milliseconds")
     received_at: int = Field(ge=0, description="Time the ingress received it, unix milliseconds")
-    tid: Optional[str] = Field(None, max_length=128, description="Transaction id for dedupe")
+    tid: Optional[str] = Field(None, max_length=MAX_TID_CHARS, description="Transaction id for dedupe")
     amount: Optional[str] = Field(None, max_length=32, description="Decimal amount as a string")
     currency: Optional[str] = Field(None, max_length=8)
 

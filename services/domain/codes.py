@@ -10,8 +10,12 @@ from __future__ import annotations
 import re
 
 # Event codes: 1-64 of [A-Za-z0-9_]. Install ids and tids: 1-128 printable ASCII without spaces.
-EVENT_CODE_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
-INSTALL_ID_PATTERN = r"^[\x21-\x7e]{1,128}$"
+# The *_RE are matched whole (fullmatch: `$` would also pass a trailing newline); the anchored
+# *_PATTERN spell the same for JSON Schema / OpenAPI (pydantic).
+EVENT_CODE_RE = re.compile(r"[A-Za-z0-9_]{1,64}")
+TOKEN_RE = re.compile(r"[\x21-\x7e]{1,128}")  # install ids and tids
+EVENT_CODE_PATTERN = f"^{EVENT_CODE_RE.pattern}$"
+INSTALL_ID_PATTERN = f"^{TOKEN_RE.pattern}$"
 MAX_CODE_CHARS = 64
 MAX_INSTALL_ID_CHARS = 128
 MAX_TID_CHARS = 128
@@ -24,21 +28,20 @@ FIRST_CUSTOM_ID = 101
 # The largest deposit ordinal a filter may name (dep_<n>, n up to 9 digits).
 MAX_DEPOSIT_ORDINAL = 999_999_999
 
-_CODE = re.compile(EVENT_CODE_PATTERN)
-_DEPOSIT_LIKE = re.compile(r"^dep_[0-9]+$", re.IGNORECASE)
-_ORDINAL = re.compile(r"^dep_([2-9]|[1-9][0-9]{1,8})$")
+_DEPOSIT_LIKE = re.compile(r"dep_[0-9]+", re.IGNORECASE)
+_ORDINAL = re.compile(r"dep_([2-9]|[1-9][0-9]{1,8})")
 
 
 def is_event_code(code: str) -> bool:
     """The shape every event code has (system, ordinal or custom)."""
-    return _CODE.match(code) is not None
+    return EVENT_CODE_RE.fullmatch(code) is not None
 
 
 def is_reserved_code(code: str) -> bool:
     """The one reserved-code rule: install, reg, dep and dep_<digits> belong to the system, in
     any case (`Dep_2` too). A custom event may not take one; a posted record may carry only the
     system codes themselves, never a `dep_<digits>` (see `is_postable`)."""
-    return code.lower() in SYSTEM_EVENTS or _DEPOSIT_LIKE.match(code) is not None
+    return code.lower() in SYSTEM_EVENTS or _DEPOSIT_LIKE.fullmatch(code) is not None
 
 
 def is_postable(code: str) -> bool:
@@ -58,7 +61,7 @@ def deposit_code(ordinal: int) -> str:
 def deposit_ordinal(code: str) -> int | None:
     """n for the derived code `dep_<n>` (n >= 2, canonical digits, at most MAX_DEPOSIT_ORDINAL),
     else None. `dep` itself is the first deposit but not a derived code: None."""
-    m = _ORDINAL.match(code)
+    m = _ORDINAL.fullmatch(code)
     return int(m.group(1)) if m else None
 
 

@@ -21,12 +21,13 @@ import re
 from dataclasses import dataclass
 
 from services.common.catalog import CatalogSnapshot
+from services.domain.codes import EVENT_CODE_RE, TOKEN_RE
 from services.ingress.query_params import DuplicateParameter, split_query
 
-_EVENT_CODE = re.compile(r"[A-Za-z0-9_]{1,64}")
+_EVENT_CODE = EVENT_CODE_RE
 # Install ids and transaction ids, after URL-decoding: 1-128 printable ASCII characters
 # without spaces (0x21 '!' .. 0x7E '~').
-_TOKEN = re.compile(r"[\x21-\x7e]{1,128}")
+_TOKEN = TOKEN_RE
 _ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
 _AMOUNT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,10})?")
 _CURRENCY = re.compile(r"[A-Za-z0-9]{3,8}")

@@ -7,7 +7,8 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from services.common.catalog import SYSTEM_EVENTS, AccountEntry, CatalogSnapshot
+from services.common.catalog import AccountEntry, CatalogSnapshot
+from services.domain.codes import SYSTEM_EVENTS
 from services.common.clock import FixedClock
 from services.common.models import PostbackRecord, RejectedPostbackRecord
 from services.ingress.app import IngressApp

@@ -3,7 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from services.common.catalog import SYSTEM_EVENTS, AccountEntry, CatalogSnapshot
+from services.common.catalog import AccountEntry, CatalogSnapshot
+from services.domain.codes import SYSTEM_EVENTS
 from services.ingress.parsing import TS_MIN_MS, Postback, PostbackRules, RejectedPostback, parse_postback
 
 NOW = 1_700_000_000_000
