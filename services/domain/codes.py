@@ -17,7 +17,6 @@ TOKEN_RE = re.compile(r"[\x21-\x7e]{1,128}")  # install ids and tids
 EVENT_CODE_PATTERN = f"^{EVENT_CODE_RE.pattern}$"
 INSTALL_ID_PATTERN = f"^{TOKEN_RE.pattern}$"
 MAX_CODE_CHARS = 64
-MAX_INSTALL_ID_CHARS = 128
 MAX_TID_CHARS = 128
 
 INSTALL, REG, DEP = "install", "reg", "dep"
@@ -25,8 +24,6 @@ SYSTEM_EVENTS: tuple[str, ...] = (INSTALL, REG, DEP)
 # System events have the fixed ids 1, 2, 3; custom event ids start at FIRST_CUSTOM_ID.
 SYSTEM_EVENT_IDS: dict[str, int] = {INSTALL: 1, REG: 2, DEP: 3}
 FIRST_CUSTOM_ID = 101
-# The largest deposit ordinal a filter may name (dep_<n>, n up to 9 digits).
-MAX_DEPOSIT_ORDINAL = 999_999_999
 
 _DEPOSIT_LIKE = re.compile(r"dep_[0-9]+", re.IGNORECASE)
 _ORDINAL = re.compile(r"dep_([2-9]|[1-9][0-9]{1,8})")
@@ -59,8 +56,7 @@ def deposit_code(ordinal: int) -> str:
 
 
 def deposit_ordinal(code: str) -> int | None:
-    """n for the derived code `dep_<n>` (n >= 2, canonical digits, at most MAX_DEPOSIT_ORDINAL),
-    else None. `dep` itself is the first deposit but not a derived code: None."""
+    """n for the derived code `dep_<n>` (n >= 2, canonical digits, at most 9 of them), else None. `dep` itself is the first deposit but not a derived code: None."""
     m = _ORDINAL.fullmatch(code)
     return int(m.group(1)) if m else None
 
@@ -69,15 +65,6 @@ def is_known_code(code: str, custom_codes: set[str] | frozenset[str]) -> bool:
     """A code a filter may name: a system code, a deposit ordinal or one of the account's
     custom codes (active or not)."""
     return code in SYSTEM_EVENTS or deposit_ordinal(code) is not None or code in custom_codes
-
-
-def code_kind(code: str) -> str:
-    """SYSTEM, DEPOSIT (dep_<n>) or CUSTOM: how the API and the Segments page group codes."""
-    if code in SYSTEM_EVENTS:
-        return "SYSTEM"
-    if deposit_ordinal(code) is not None:
-        return "DEPOSIT"
-    return "CUSTOM"
 
 
 def display_order(code: str) -> tuple:

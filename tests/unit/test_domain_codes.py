@@ -1,6 +1,6 @@
 """Event-code rules (services/domain/codes.py): shapes are matched whole."""
 
-from services.domain.codes import TOKEN_RE, code_kind, deposit_ordinal, is_event_code, is_reserved_code
+from services.domain.codes import TOKEN_RE, deposit_ordinal, is_event_code, is_reserved_code
 
 
 def test_a_trailing_newline_is_not_part_of_any_shape():
@@ -8,7 +8,3 @@ def test_a_trailing_newline_is_not_part_of_any_shape():
     assert deposit_ordinal("dep_2\n") is None and not is_reserved_code("promo\n")
     assert TOKEN_RE.fullmatch("a:b{c}%") and not TOKEN_RE.fullmatch("a b") and not TOKEN_RE.fullmatch("x" * 129)
 
-
-def test_code_kinds():
-    assert [code_kind(c) for c in ("install", "dep", "dep_3", "dep_1", "promo")] == \
-        ["SYSTEM", "SYSTEM", "DEPOSIT", "CUSTOM", "CUSTOM"]
