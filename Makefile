@@ -49,7 +49,7 @@ test-unit: $(STAMP)
 	$(PYTEST) tests/unit
 
 test-integration: $(STAMP)
-	$(PYTEST) tests/integration
+	$(PYTEST) tests/integration tests/contract
 
 test-e2e: $(STAMP) browser
 	$(PYTEST) tests/e2e
