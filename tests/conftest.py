@@ -3,7 +3,12 @@
 Infrastructure comes from, in order: KAFKA_BOOTSTRAP_SERVERS / REDIS_URL when set; else
 testcontainers when a Docker engine answers; else the local stack the project starts itself
 (real Kafka from its Maven jars, Debian's redis-server). Every test gets its own key prefix,
-topics and consumer group, so tests cannot leak into each other.
+topics and consumer group, so tests cannot leak into each other, and what it made there is
+deleted on teardown, whether it passed or failed (tests/cleanup.py).
+
+Randomized tests take their seed from the `seed` fixture: PBSEG_TEST_SEED when set, else a fixed
+default; it is printed, so a failure's captured output says how to replay it. Hypothesis runs
+derandomized (the same examples every run) and prints a failure's reproduction blob.
 """
 
 from __future__ import annotations
@@ -16,6 +21,19 @@ import uuid
 from dataclasses import dataclass
 
 import pytest
+import redis.asyncio as aioredis
+from hypothesis import settings as hypothesis_settings
+
+from cleanup import delete_prefix, delete_topics  # tests/ is on sys.path (rootdir conftest)
+
+SEED_ENV = "PBSEG_TEST_SEED"
+DEFAULT_SEED = 20_261_201
+
+# With PBSEG_TEST_SEED set, Hypothesis explores from that seed instead (see pytest_configure).
+# No example database: what runs depends on the seed alone, not on earlier runs' failures.
+hypothesis_settings.register_profile("pbseg", derandomize=not os.environ.get(SEED_ENV), database=None,
+                                     print_blob=True)
+hypothesis_settings.load_profile("pbseg")
 
 
 @dataclass(frozen=True)
@@ -32,6 +50,13 @@ def _docker_answers() -> bool:
         return subprocess.run(["docker", "info"], capture_output=True, timeout=5).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+@pytest.hookimpl(tryfirst=True)  # before Hypothesis' own pytest_configure reads --hypothesis-seed
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"seed(n): the test's default random seed ({SEED_ENV} overrides it)")
+    if os.environ.get(SEED_ENV) and config.getoption("hypothesis_seed", None) is None:
+        config.option.hypothesis_seed = os.environ[SEED_ENV]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -78,8 +103,30 @@ def unique() -> str:
 
 
 @pytest.fixture
-def key_prefix(unique) -> str:
-    return f"t{unique}"
+def seed(request) -> int:
+    """A randomized test's seed: PBSEG_TEST_SEED when set, else its fixed default (its
+    `@pytest.mark.seed(n)`, else DEFAULT_SEED). Printed into the output shown on failure."""
+    mark = request.node.get_closest_marker("seed")
+    value = int(os.environ.get(SEED_ENV) or (mark.args[0] if mark else DEFAULT_SEED))
+    print(f"seed={value} (replay: {SEED_ENV}={value})")
+    return value
+
+
+@pytest.fixture
+async def key_prefix(request, unique):
+    """The test's own Redis key prefix. When the test has real infrastructure (the `infra`
+    fixture, directly or through another fixture), every key under the prefix is deleted on
+    teardown, whatever the outcome; without it (unit tests) nothing connects anywhere."""
+    prefix = f"t{unique}"
+    # Resolved now, not at teardown: the fixture is certain to be live then.
+    infra = request.getfixturevalue("infra") if "infra" in request.fixturenames else None
+    yield prefix
+    if infra is not None:
+        client = aioredis.Redis.from_url(infra.redis_url, socket_connect_timeout=2)
+        try:
+            await delete_prefix(client, prefix)
+        finally:
+            await client.aclose()
 
 
 @pytest.fixture
@@ -92,8 +139,17 @@ async def redis_client(infra):
 
 
 @pytest.fixture
-def topic_factory(infra, unique):
-    """Creates fresh topics for a test: topic_factory(name, partitions) -> real topic name."""
+async def delete_own_topics(infra, unique):
+    """On teardown, whatever the outcome, deletes every topic whose name has the test's unique
+    id: those of topic_factory and service_env, and those the services made from them."""
+    yield
+    await delete_topics(infra.kafka, unique)
+
+
+@pytest.fixture
+def topic_factory(infra, unique, delete_own_topics):
+    """Creates fresh topics for a test: topic_factory(name, partitions) -> real topic name.
+    They are deleted on teardown."""
     from services.common.topics import ensure_topics
 
     async def make(name: str, partitions: int = 4) -> str:
@@ -105,8 +161,9 @@ def topic_factory(infra, unique):
 
 
 @pytest.fixture
-def service_env(infra, unique, key_prefix) -> dict[str, str]:
-    """Environment for services under test: own topics, key prefix and consumer group."""
+def service_env(infra, unique, key_prefix, delete_own_topics) -> dict[str, str]:
+    """Environment for services under test: own topics, key prefix and consumer group (topics
+    and keys are deleted on teardown)."""
     env = dict(os.environ)
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": infra.kafka,

@@ -1,5 +1,6 @@
 """Fixtures for the query service's integration tests: the real app in-process (httpx ASGI
-transport) against the real Redis, under the test's own key prefix."""
+transport) against the real Redis, under the test's own key prefix (whose keys the key_prefix
+fixture deletes on teardown)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from services.query.devices import DeviceLookup
 from services.query.rejected import RejectedLog
 from services.query.segments import SegmentIndex
 from services.query.settings import QuerySettings
-from services.query.synthetic import write_devices
+from synthetic import write_devices
 
 PARTITIONS = 4
 
@@ -69,19 +70,6 @@ async def query(infra, key_prefix, redis_client):
                     registry=CollectorRegistry(), clock=FixedClock())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://query") as client:
         yield QueryHarness(app, client, catalog, settings, redis_client)
-    await delete_prefix(redis_client, key_prefix)
-
-
-async def delete_prefix(redis, key_prefix: str) -> None:
-    """Removes the test's keys (only keys under its own prefix; never FLUSHDB on the shared server)."""
-    batch = []
-    async for key in redis.scan_iter(match="{" + key_prefix + ":*", count=1000):
-        batch.append(key)
-        if len(batch) >= 500:
-            await redis.delete(*batch)
-            batch = []
-    if batch:
-        await redis.delete(*batch)
 
 
 def ndjson(body: bytes) -> list[dict]:

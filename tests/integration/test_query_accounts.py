@@ -11,16 +11,16 @@ import subprocess
 import sys
 
 import pytest
-from query_fixtures import delete_prefix
 
 from services.cli.main import main
 from services.common.catalog import CatalogError, CatalogStore, hash_api_key
 
 
 @pytest.fixture
-async def cli(infra, key_prefix, redis_client, monkeypatch):
+async def cli(infra, key_prefix, monkeypatch):
     """Runs `pbseg accounts ...`: `create` as a real process (the entry point and its one JSON
-    line), the rest in-process in a thread (the same `main()`, without a second of start-up each)."""
+    line), the rest in-process in a thread (the same `main()`, without a second of start-up each).
+    The accounts' keys go on the key_prefix fixture's teardown."""
     env = dict(os.environ, REDIS_URL=infra.redis_url, PBSEG_KEY_PREFIX=key_prefix)
     monkeypatch.setenv("REDIS_URL", infra.redis_url)
     monkeypatch.setenv("PBSEG_KEY_PREFIX", key_prefix)
@@ -40,8 +40,7 @@ async def cli(infra, key_prefix, redis_client, monkeypatch):
                                            env=env, capture_output=True, text=True)
         return await asyncio.to_thread(in_process, ["accounts", *args])
 
-    yield run
-    await delete_prefix(redis_client, key_prefix)
+    return run
 
 
 async def test_accounts_cli_round_trip(cli, key_prefix, redis_client):

@@ -6,7 +6,7 @@ import asyncio
 
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
-from query_fixtures import delete_prefix
+from waiting import wait_for
 
 from services.common.models import RejectedPostbackRecord
 from services.query.rejected import RejectedFeed, RejectedLog
@@ -15,15 +15,6 @@ from services.query.rejected import RejectedFeed, RejectedLog
 def record(account_id: int | None, i: int) -> bytes:
     return RejectedPostbackRecord(stage="ingress", reason="unknown_event", message=f"m{i}", account_id=account_id,
                                   raw=f"id=d{i}&status=x_{account_id}", at=i).model_dump_json(by_alias=True).encode()
-
-
-async def wait_for(predicate, timeout: float = 60.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 async def test_feed_keeps_the_newest_per_account_and_survives_restarts(infra, topic_factory, key_prefix, redis_client):
@@ -45,7 +36,7 @@ async def test_feed_keeps_the_newest_per_account_and_survives_restarts(infra, to
             async def done():
                 return [r["message"] for r in await store.recent(7, 100)] == [f"m{i}" for i in (7, 6, 5, 4, 3)] \
                     and len(await store.recent(8, 100)) == 1
-            await wait_for(done)
+            await wait_for(done, timeout=60, interval=0.1, message="the newest five of account 7 and one of account 8")
         finally:
             await feed.stop()
         # A second feed (restart or replica) starting from the stored watermark adds nothing twice,
@@ -57,7 +48,10 @@ async def test_feed_keeps_the_newest_per_account_and_survives_restarts(infra, to
         try:
             async def second():
                 return [r["message"] for r in await store.recent(8, 100)] == ["m101", "m100"]
-            await wait_for(second)
+            await wait_for(second, timeout=60, interval=0.1, message="m101 once in account 8's list")
+            await wait_for(lambda: all(f.running for f in feeds), timeout=60, message="both feeds consuming")
+            # A fixed observation window, not a wait for a condition: that NOTHING is added twice
+            # can only be seen by giving both running feeds time to (wrongly) add it.
             await asyncio.sleep(1.0)
             assert [r["message"] for r in await store.recent(8, 100)] == ["m101", "m100"]
             assert len(await store.recent(7, 100)) == 5
@@ -66,5 +60,4 @@ async def test_feed_keeps_the_newest_per_account_and_survives_restarts(infra, to
             for f in feeds:
                 await f.stop()
     finally:
-        await producer.stop()
-        await delete_prefix(redis_client, key_prefix)
+        await producer.stop()  # the lists go on the key_prefix fixture's teardown
