@@ -21,15 +21,16 @@ def _glob_escaped(text: str) -> str:
 
 
 async def delete_prefix(redis, key_prefix: str) -> int:
-    """Unlinks every key under `key_prefix` and returns how many: `{<prefix>:...}...` (partition,
-    catalog and rejected hash tags, services/common/keys.py) and `<prefix>:...` alike, but not
-    a longer prefix that merely starts the same (`<prefix>a`). One SCAN pass, UNLINK in chunks;
-    never FLUSHDB on the shared server. Not atomic: run it when nothing writes under the prefix."""
-    # One pass matching both spellings; the exact starts are checked here (a key of another
-    # prefix could contain ours further in, e.g. in an install id).
-    starts = (("{" + key_prefix + ":").encode(), (key_prefix + ":").encode())
+    """Unlinks every key of `key_prefix` and of the prefixes a test derives from it by appending
+    (`<prefix>a`), and returns how many: `{<prefix>...}...` (partition, catalog and rejected hash
+    tags, services/common/keys.py) and `<prefix>...` alike. The prefix must be unique to the test
+    (`t` + 10 random hex digits here), so that nothing else starts with it. One SCAN pass, UNLINK
+    in chunks; never FLUSHDB on the shared server. Not atomic: run it when nothing writes there."""
+    # One pass for both spellings; the starts are checked here, as the pattern also matches keys
+    # that merely contain the prefix further in (e.g. in an install id).
+    starts = (("{" + key_prefix).encode(), key_prefix.encode())
     deleted, chunk = 0, []
-    async for key in redis.scan_iter(match=f"*{_glob_escaped(key_prefix)}:*", count=SCAN_COUNT):
+    async for key in redis.scan_iter(match=f"*{_glob_escaped(key_prefix)}*", count=SCAN_COUNT):
         if not (key if isinstance(key, bytes) else key.encode()).startswith(starts):
             continue
         chunk.append(key)

@@ -115,8 +115,9 @@ def seed(request) -> int:
 @pytest.fixture
 async def key_prefix(request, unique):
     """The test's own Redis key prefix. When the test has real infrastructure (the `infra`
-    fixture, directly or through another fixture), every key under the prefix is deleted on
-    teardown, whatever the outcome; without it (unit tests) nothing connects anywhere."""
+    fixture, directly or through another fixture), every key under the prefix (or a prefix the
+    test made by extending it) is deleted on teardown, whatever the outcome; without it (unit
+    tests) nothing connects anywhere."""
     prefix = f"t{unique}"
     # Resolved now, not at teardown: the fixture is certain to be live then.
     infra = request.getfixturevalue("infra") if "infra" in request.fixturenames else None

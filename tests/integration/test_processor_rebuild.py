@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.common.keys import PartitionKeys
@@ -39,12 +40,14 @@ def cli(env: dict, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-async def test_rebuild_ends_in_the_state_of_live_processing(infra, redis_client, key_prefix, topic_factory, unique, service_env):
+@pytest.mark.seed(7)
+async def test_rebuild_ends_in_the_state_of_live_processing(infra, redis_client, key_prefix, topic_factory, unique, service_env,
+                                                            seed):
     """Live state, then damage, then `pbseg rebuild --yes`: the same keys with the same content."""
     harness = Harness(infra, redis_client, key_prefix,
                       (await topic_factory("pb", 4), await topic_factory("rej", 2), await topic_factory("dev", 4)),
                       f"proc-{unique}")
-    rng = random.Random(7)
+    rng = random.Random(seed)
     items = []
     for i in range(3000):
         install = f"r{rng.randrange(300)}"

@@ -5,6 +5,7 @@ acknowledged, nothing is trimmed when one fails, and a full read marks a backlog
 import asyncio
 
 import pytest
+from waiting import wait_for
 
 from services.processor.outbox import OutboxDrain
 from services.processor.store import OutboxEntry
@@ -105,13 +106,13 @@ async def test_a_full_read_is_a_backlog_so_the_next_round_follows_at_once():
     # run() pauses interval_s only without a backlog: with 60 s it must still drain 5 entries at once
     store.outboxes[0] = [entry(f"{i}-1", f"1:e{i}") for i in range(1, 6)]
     task = asyncio.ensure_future(drain.run())
-    for _ in range(100):
-        await asyncio.sleep(0)
-        if not store.outboxes[0]:
-            break
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    try:
+        # interval=0: loop turns only, and 1 s is far below the 60 s pause a wrong run() would take
+        await wait_for(lambda: not store.outboxes[0], timeout=1, interval=0, message="the backlog drained")
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
     assert store.outboxes[0] == []
 
 
@@ -121,15 +122,14 @@ async def test_an_idle_drain_waits_for_notify_instead_of_polling():
                         interval_s=0, idle_poll_s=3600)
     task = asyncio.ensure_future(drain.run())
     try:
-        for _ in range(200):  # many loop turns: an idle drain reads once, then waits
+        # An observation window, not a wait for a condition: that an idle drain does NOT read
+        # again shows only after many loop turns (200) in which it could have.
+        for _ in range(200):
             await asyncio.sleep(0)
         assert len(store.reads) == 1
         store.outboxes[0] = [entry("1-0", "1:a")]
         drain.notify()  # the pipeline applied a batch
-        for _ in range(200):
-            await asyncio.sleep(0)
-            if not store.outboxes[0]:
-                break
+        await wait_for(lambda: not store.outboxes[0], timeout=1, interval=0, message="the notified drain")
         assert store.outboxes[0] == [] and len(store.reads) == 2
     finally:
         task.cancel()
@@ -144,10 +144,7 @@ async def test_an_idle_drain_still_looks_every_idle_poll():
     task = asyncio.ensure_future(drain.run())
     try:
         store.outboxes[0] = [entry("1-0", "1:a")]  # left without a notify (e.g. by another worker)
-        for _ in range(500):
-            await asyncio.sleep(0.01)
-            if not store.outboxes[0]:
-                break
+        await wait_for(lambda: not store.outboxes[0], timeout=5, interval=0.01, message="the idle poll's read")
         assert store.outboxes[0] == []
     finally:
         task.cancel()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from waiting import wait_for
+
 from services.common.clock import FixedClock
 from services.query.overview_cache import OverviewCounts
 
@@ -37,10 +39,14 @@ async def test_stale_values_are_served_while_one_refresh_runs():
     compute.gate = asyncio.Event()
     assert await cache.get(1) == {"install": 11}
     assert await cache.get(1) == {"install": 11}
-    await asyncio.sleep(0)
+    # interval=0: loop turns, no time passes (a second refresh, had one started, would have run too)
+    await wait_for(lambda: compute.calls >= 2, timeout=1, interval=0, message="the background refresh")
     assert compute.calls == 2  # one refresh for both stale reads
     compute.gate.set()
-    await asyncio.sleep(0.01)
+
+    async def refreshed():  # stale reads while the refresh runs return the old value and start none
+        return await cache.get(1) == {"install": 21}
+    await wait_for(refreshed, timeout=1, interval=0, message="the refreshed value")
     assert await cache.get(1) == {"install": 21}
 
 
