@@ -65,9 +65,10 @@ async def write_partition(redis: aioredis.Redis, keys: PartitionKeys, account_id
                           device_hashes: bool = True) -> None:
     n = len(img.install_ids)
     async with redis.pipeline(transaction=False) as pipe:
-        pipe.set(keys.device_seq(account_id), n)
+        if n:  # as the processor: a partition without devices of the account has no sequence
+            pipe.set(keys.device_seq(account_id), n)
         for code, bits in img.bits.items():
-            pipe.set(keys.segment(account_id, code), bitmap_bytes(bits, n + 1))
+            pipe.set(keys.segment(account_id, code), bitmap_bytes(bits, bits.bit_length()))  # as long as BITFIELD makes it
         if img.bits:
             pipe.sadd(keys.segment_codes(account_id), *img.bits)
             pipe.hset(keys.device_counts(account_id), mapping={c: bits.bit_count() for c, bits in img.bits.items()})
