@@ -3,7 +3,7 @@
 
 The random bits are drawn from the OS 4,096 ids at a time, not with a system call per id
 (`os.urandom` per id was ~5% of the ingress loop thread's samples under load,
-docs/architecture.md "Ingress")."""
+docs/decisions/0003-ingress-hot-path-tuning.md)."""
 
 from __future__ import annotations
 

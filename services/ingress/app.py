@@ -190,7 +190,7 @@ class IngressApp:
         if self.settings.gc_freeze:
             # Everything loaded so far (modules, clients, the catalog) lives as long as the
             # process: move it out of the collector's reach, so the full collections that
-            # the per-request garbage triggers stay short (p99, docs/architecture.md "Ingress").
+            # the per-request garbage triggers stay short (p99, docs/decisions/0003-ingress-hot-path-tuning.md).
             gc.collect()
             gc.freeze()
         log.info("ingress_started", topic=self.settings.topic_postbacks, catalog_version=self.catalog.version)

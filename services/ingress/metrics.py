@@ -6,7 +6,7 @@ unavailable (503: Kafka or catalog not there). `reason` is the machine code of t
 The per-request figures (requests by outcome and reason, in flight, the produce latency
 histogram) are plain ints updated on the event loop's thread and exported by a collector
 when /metrics is scraped: prometheus_client's own Counter/Gauge/Histogram take a lock per
-call (docs/architecture.md, "Ingress", for what that cost). A process has one event loop
+call (docs/decisions/0003-ingress-hot-path-tuning.md, for what that cost). A process has one event loop
 thread, so the ints need no lock; the scrape runs on that thread too.
 """
 

@@ -6,7 +6,7 @@ Delivery reports are served by a thread blocked in `poll()`: it wakes as soon as
 arrive (no timer granularity, no polling while idle), collects them in a list and hands the
 whole list to the loop with ONE `call_soon_threadsafe`, where the futures are resolved (so
 they are only ever touched on the loop's thread). Measured against `poll(0)` from a task
-every 1 ms: docs/architecture.md ("Ingress").
+every 1 ms: docs/decisions/0002-ingress-confluent-kafka-client.md.
 
 Deadlines cost no timer per request: every request has the same timeout, so their futures
 sit in a FIFO a task on the loop expires from the front every `sweep_s` (a 503 comes at most

@@ -29,7 +29,7 @@
 --   (the format is services/domain/device_event.py's, which turns heads + tokens into records):
 --   "-" nothing to publish (offset already applied, or a repeated tid); else "<ordinal>:<first>"
 --   (ordinal empty unless dep, first 1/0), prefixed by "+" when the device is new.
--- Three passes (docs/architecture.md, "Processor": each cut CPU per event, measured):
+-- Three passes (docs/decisions/0007-apply-script-three-passes.md: each cut CPU per event, measured):
 --   1. reads: each distinct device's number (HGET of its forward-map bucket), then its packed
 --      state, one HMGET per state bucket;
 --   2. the records in offset order on the in-memory states (tid checks stay per record: one

@@ -4,7 +4,7 @@ while the rest is planned) -> metrics. Runs inside the Faust worker (app.py).
 
 Why aiokafka and not a Faust agent: bench/processor measured Faust's per-event stream far
 below the 30,000 events/s target on this machine, while `getmany()` batches are not the limit
-(docs/architecture.md, "Processor"). The guarantees do not depend on Kafka's committed
+(docs/decisions/0004-processor-aiokafka-batches-in-faust.md). The guarantees do not depend on Kafka's committed
 offsets: on assignment every partition is sought to its Redis watermark + 1, and the apply
 script skips offsets at or below the watermark, so redelivery after a crash or a rebalance
 changes nothing. Committed offsets are written only so that standard lag tools see progress.
@@ -94,7 +94,7 @@ class PostbackPipeline:
     async def run(self) -> None:
         """Poll, plan partition batches and send them to Redis as they are planned (`send_at`),
         so Redis applies some while the worker plans the others (they overlap instead of taking
-        turns; measured in docs/architecture.md, "Processor"). A partition's batches are applied
+        turns; measured in docs/decisions/0009-send-at-once.md). A partition's batches are applied
         strictly in order: the next is sent only after the previous one returned."""
         try:
             while True:

@@ -79,7 +79,7 @@ class DeviceStateStore:
         write, now; returns a future of their results, in order. The caller plans its next
         batches while Redis applies these. (A task awaiting the script call only writes it after
         the event loop has run it twice - after the caller's next CPU-bound step: Redis then sat
-        idle; docs/architecture.md, "Processor".) At most one batch per partition."""
+        idle; docs/decisions/0009-send-at-once.md.) At most one batch per partition."""
         calls = [self._script_call(b) for b in batches]
         pool = self.redis.connection_pool
         conn = await pool.get_connection()

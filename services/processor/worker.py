@@ -66,8 +66,8 @@ def tune_gc(gen0_threshold: int) -> tuple[int, int, int]:
     lists, models) and almost never a reference cycle: reference counting frees them, so the
     collector finds nothing, but at 700 it ran ~110 young and ~1 full collection a second, each
     full one traversing every object (Faust's included, ~85 ms): timed by gc.callbacks, 1.4 s of
-    a 9 s bench/processor run; worker CPU per event fell ~20% (docs/architecture.md,
-    "Processor"). Cycles that do form (exceptions with tracebacks, in aiokafka/asyncio) are
+    a 9 s bench/processor run; worker CPU per event fell ~20% (docs/decisions/0010-processor-gc-threshold.md).
+    Cycles that do form (exceptions with tracebacks, in aiokafka/asyncio) are
     still collected, just later."""
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0_threshold, gen1, gen2)
