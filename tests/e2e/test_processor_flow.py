@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from waiting import wait_for
 
 from services.common.models import DeviceEventRecord
 
@@ -41,11 +41,10 @@ async def test_deposits_through_the_stack_get_ordinals_downstream_and_in_segment
     account = json.loads(running_stack.pbseg("accounts", "create", "--name", "e2e-processor"))
     api_key, account_id = account["api_key"], account["account_id"]
     async with httpx.AsyncClient(timeout=10) as client:
-        for _ in range(100):  # the ingress sees a new account within about a second (catalog polling)
+        async def account_known():  # the ingress sees a new account within about a second (catalog polling)
             resp = await client.get(f"{running_stack.ingress_url}/api/postback/", params={"id": "p-1", "status": f"reg_{account_id}"})
-            if resp.status_code != 404:
-                break
-            await asyncio.sleep(0.1)
+            return resp if resp.status_code != 404 else None
+        resp = await wait_for(account_known, timeout=15, interval=0.1, message="the ingress to know the new account")
         assert resp.status_code == 200, resp.text
         for params in ({"id": "p-1", "status": f"dep_{account_id}", "tid": "order-1", "amount": "5.00"},
                        {"id": "p-1", "status": f"dep_{account_id}", "tid": "order-1", "amount": "5.00"},
@@ -54,13 +53,12 @@ async def test_deposits_through_the_stack_get_ordinals_downstream_and_in_segment
             resp = await client.get(f"{running_stack.ingress_url}/api/postback/", params=params)
             assert resp.status_code == 200, resp.text
         # p-1 and p-2 may live on different partitions, applied in different polls: wait for both.
-        count = deposited = 0
-        for _ in range(200):
-            count = await _count(client, running_stack.query_url, api_key, ["dep_2"], ["dep_3"])
-            deposited = await _count(client, running_stack.query_url, api_key, ["dep"], [])
-            if count == 1 and deposited == 2:
-                break
-            await asyncio.sleep(0.1)
+        async def both_applied():
+            counts = (await _count(client, running_stack.query_url, api_key, ["dep_2"], ["dep_3"]),
+                      await _count(client, running_stack.query_url, api_key, ["dep"], []))
+            return counts if counts == (1, 2) else None
+        count, deposited = await wait_for(both_applied, timeout=30, interval=0.1,
+                                          message="one device with dep_2 (not dep_3) and two with dep")
         assert count == 1
         assert deposited == 2
         assert await _count(client, running_stack.query_url, api_key, ["install"], ["dep_2"]) == 1

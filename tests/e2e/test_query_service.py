@@ -3,24 +3,14 @@ rejected postbacks back in the query API. Real processes, real Kafka and Redis."
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import httpx
+from waiting import wait_for
 
 from services.common.keys import PartitionKeys
 from services.common.redis_conn import async_redis
 from services.query.devices import partition_of
-
-
-async def poll(fn, timeout: float = 60.0):
-    """Returns fn()'s first truthy result; the services work asynchronously."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await fn()
-        if result or asyncio.get_running_loop().time() > deadline:
-            return result
-        await asyncio.sleep(0.1)
 
 
 async def test_events_postbacks_segments_devices_and_rejections(running_stack):
@@ -40,14 +30,14 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         # The new event reaches the ingress (it polls the catalog version).
         async def accepted():
             return (await send("dev-1", "promo")).status_code == 200
-        assert await poll(accepted), "the new event never reached the ingress"
+        await wait_for(accepted, timeout=60, interval=0.1, message="the new event to reach the ingress")
         for install, code in [("dev-1", "reg"), ("dev-1", "dep"), ("dev-1", "dep"), ("dev-2", "reg"), ("dev-3", "dep")]:
             assert (await send(install, code)).status_code == 200
 
         async def counted():
             r = await c.post(f"{q}/api/b/v2/segments/count", json={"event_include": ["reg", "dep"]}, headers=h)
             return r.json()["count"] == 1 and (await c.get(f"{q}/api/b/v2/devices/dev-3", headers=h)).status_code == 200
-        assert await poll(counted), "the processor never applied the postbacks"
+        await wait_for(counted, timeout=60, interval=0.1, message="the processor to apply the postbacks")
         body = {"event_include": ["reg"], "event_exclude": ["dep_2"]}
         assert (await c.post(f"{q}/api/b/v2/segments/count", json=body, headers=h)).json() == {"count": 1}
         assert (await c.post(f"{q}/api/b/v2/segments/devices", json=body, headers=h)).json() == \
@@ -78,14 +68,13 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
 
         async def refused():
             return (await send("dev-9", "promo")).status_code == 422
-        assert await poll(refused), "the deactivation never reached the ingress"
+        await wait_for(refused, timeout=60, interval=0.1, message="the deactivation to reach the ingress")
         assert (await send("dev-9", "reg", with_key=False)).status_code == 403
 
         async def listed():
             rows = (await c.get(f"{q}/api/b/v2/postbacks/rejected", headers=h)).json()["rejected"]
             return {r["reason"] for r in rows} >= {"event_inactive", "missing_key"} and rows
-        rows = await poll(listed)
-        assert rows, "rejected postbacks never reached the query service"
+        rows = await wait_for(listed, timeout=60, interval=0.1, message="rejected postbacks to reach the query service")
         assert all(r["account_id"] == acct for r in rows)
 
         # Revoked keys stop working.

@@ -1,9 +1,9 @@
 """The walking skeleton: postback in over HTTP, device counted over HTTP."""
 
-import asyncio
 import json
 
 import httpx
+from waiting import wait_for
 
 
 async def _count(client: httpx.AsyncClient, url: str, api_key: str, code: str) -> int:
@@ -24,12 +24,9 @@ async def test_postback_is_counted_by_the_query_service(running_stack):
                                     params={"id": install_id, "status": f"reg_{account_id}"})
             assert resp.status_code == 200, resp.text
             assert resp.json()["status"] == "accepted"
-        count = 0
-        for _ in range(200):  # the processor applies asynchronously; poll up to 20 s
-            count = await _count(client, running_stack.query_url, api_key, "reg")
-            if count == 2:
-                break
-            await asyncio.sleep(0.1)
-        assert count == 2
+        async def counted():  # the processor applies asynchronously
+            return await _count(client, running_stack.query_url, api_key, "reg") == 2
+        await wait_for(counted, timeout=30, interval=0.1, message="two devices counted with reg")
+        assert await _count(client, running_stack.query_url, api_key, "reg") == 2
         assert await _count(client, running_stack.query_url, api_key, "install") == 2
         assert await _count(client, running_stack.query_url, api_key, "dep") == 0
