@@ -3,17 +3,16 @@ stop would take longer (services/processor/worker.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 from test_processor_crash import free_port  # same directory (rootdir-relative import)
+from waiting import wait_for  # tests/waiting.py (tests/ is on sys.path via the rootdir conftest)
 
 
 async def test_sigterm_ends_the_worker_within_the_shutdown_timeout(service_env, topic_factory, tmp_path):
@@ -30,16 +29,15 @@ async def test_sigterm_ends_the_worker_within_the_shutdown_timeout(service_env, 
                             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         async with httpx.AsyncClient(timeout=1) as web:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            async def ready():
                 try:
-                    if (await web.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                        break
+                    return (await web.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200
                 except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"worker never became ready:\n{log.read_text()[-3000:]}")
+                    return False
+            try:
+                await wait_for(ready, timeout=60, interval=0.1, message="the worker's /readyz")
+            except AssertionError:
+                raise AssertionError(f"worker never became ready:\n{log.read_text()[-3000:]}") from None
         os.killpg(proc.pid, signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
     finally:
