@@ -1,6 +1,6 @@
 """The crash proof: 100,000+ postbacks while the worker is SIGKILLed at random moments.
 
-Afterwards Redis equals an independent in-memory reference (services/processor/reference.py)
+Afterwards Redis equals an independent in-memory reference (services/domain/postback.py)
 exactly, and the device-events topic holds every occurrence once its duplicates are removed
 by event_id, with the right ordinal, and duplicates are byte-identical."""
 
@@ -22,9 +22,10 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from services.common.keys import PartitionKeys, parse_device_state, parse_event_value
+from services.common.keys import PartitionKeys
 from services.common.models import PostbackRecord
-from services.processor.reference import ReferenceDeviceState
+from reference_book import Reference
+from services.domain.device_state import parse_device_state
 from services.processor.store import DeviceStateStore
 from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
 from waiting import wait_for  # tests/waiting.py (tests/ is on sys.path via the rootdir conftest)
@@ -44,11 +45,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def generate(seed: int) -> tuple[list[tuple[bytes, bytes]], ReferenceDeviceState, int]:
+def generate(seed: int) -> tuple[list[tuple[bytes, bytes]], Reference, int]:
     """Random postbacks (2 accounts, 12,000 devices, duplicate tids, late events) plus bad
     records, and the reference state after applying the valid ones in the same order."""
     rng = random.Random(seed)
-    ref = ReferenceDeviceState(30 * DAY)
+    ref = Reference(30 * DAY)
     used_tids: dict[tuple[int, str, str], list[str]] = {}
     items, bad = [], 0
     for i in range(RECORDS):
@@ -85,8 +86,7 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        faust = str(Path(sys.executable).parent / "faust")
-        self.proc = subprocess.Popen([faust, "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "services.processor", "-l", "warn"],
                                      env=self.env, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
 
@@ -221,13 +221,13 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
         located[device] = found[0]
     async with redis_client.pipeline(transaction=False) as pipe:
         for (account, _), (p, num) in located.items():
-            pipe.hget(PartitionKeys(key_prefix, p).device_states(account, num // 512), num % 512)
+            keys = PartitionKeys(key_prefix, p)
+            pipe.hget(keys.device_states(account, keys.device_location(num)[0]), keys.device_location(num)[1])
         states = await pipe.execute()
     numbers = {}
     for (device, expected), state in zip(ref.devices.items(), states):
         numbers[device] = located[device][1]
-        got = {code: parse_event_value(v) for code, v in parse_device_state(state).items()}
-        assert got == {code: (s.first, s.last, s.count) for code, s in expected.items()}, device
+        assert parse_device_state(state) == expected, device
     # No device more than the reference; per-event device counts equal the reference.
     device_entries = 0
     for p in range(PARTITIONS):
@@ -253,7 +253,8 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
     async with redis_client.pipeline(transaction=False) as pipe:
         for (account, install), num in numbers.items():
             for p in range(PARTITIONS):
-                pipe.hget(PartitionKeys(key_prefix, p).device_names(account, num // 512), num % 512)
+                keys = PartitionKeys(key_prefix, p)
+                pipe.hget(keys.device_names(account, keys.device_location(num)[0]), keys.device_location(num)[1])
         names = await pipe.execute()
     for i, (account, install) in enumerate(numbers):
         assert install.encode() in names[i * PARTITIONS:(i + 1) * PARTITIONS]

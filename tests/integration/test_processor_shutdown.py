@@ -23,9 +23,8 @@ async def test_sigterm_ends_the_worker_within_the_shutdown_timeout(service_env, 
                PROCESSOR_WEB_PORT=str(port), PROCESSOR_DATADIR=str(tmp_path / "faust"),
                # Far shorter than Faust's own graceful stop (about 1.5 s here), so the watchdog ends it.
                PROCESSOR_SHUTDOWN_TIMEOUT_S="0.2")
-    faust = str(Path(sys.executable).parent / "faust")
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen([faust, "-A", "services.processor.app", "worker", "-l", "warn", "--without-web"],
+    proc = subprocess.Popen([sys.executable, "-m", "services.processor", "-l", "warn"],
                             env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     try:
         async with httpx.AsyncClient(timeout=1) as web:
