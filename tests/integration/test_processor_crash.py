@@ -26,7 +26,6 @@ from services.common.keys import PartitionKeys
 from services.common.models import PostbackRecord
 from reference_book import Reference
 from services.domain.device_state import parse_device_state
-from services.processor.store import DeviceStateStore
 from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
 from waiting import wait_for  # tests/waiting.py (tests/ is on sys.path via the rootdir conftest)
 
@@ -231,7 +230,7 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
     # No device more than the reference; per-event device counts equal the reference.
     device_entries = 0
     for p in range(PARTITIONS):
-        async for key in redis_client.scan_iter(match=f"{PartitionKeys(key_prefix, p).tag}:i:*", count=5000):
+        async for key in redis_client.scan_iter(match=PartitionKeys(key_prefix, p).device_index("*", "*"), count=5000):
             device_entries += await redis_client.hlen(key)
     assert device_entries == len(ref.devices)
     for account in (1, 2):

@@ -69,7 +69,7 @@ async def test_random_postbacks_match_the_reference_key_by_key(redis_client, key
                 assert sum(counters.values()) > 0
             # Forward-map buckets stay listpack-encoded (state buckets too while every state is
             # <= hash-max-listpack-value; these random devices have longer ones, see architecture).
-            async for key in redis_client.scan_iter(match=keys.tag.replace("{", "\\{").replace("}", "\\}") + ":i:*"):
+            async for key in redis_client.scan_iter(match=keys.device_index("*", "*")):
                 assert await redis_client.object("encoding", key) == b"listpack", key
         totals = {}
         for account in (1, 2):
