@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.keys import NAMES_BUCKET
 from services.devstack.procs import (
     ROOT,
     RUN_DIR,
@@ -169,7 +170,8 @@ def start_redis(url: str, name: str = "redis") -> None:
         [binary, "--bind", ep.host, "--port", str(ep.port), "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
          "--daemonize", "no", "--protected-mode", "no",
-         "--hash-max-listpack-entries", "512", "--hash-max-listpack-value", "160"],
+         # a state / reverse-map bucket of NAMES_BUCKET fields stays listpack-encoded
+         "--hash-max-listpack-entries", str(NAMES_BUCKET), "--hash-max-listpack-value", "160"],
     )
     wait_until(name, lambda: port_open(ep.host, ep.port), timeout=30)
 

@@ -52,3 +52,9 @@ def test_the_header_builds_the_same_keys_as_python():
         built = "".join(values[p] if p in values else p.strip("'") for p in body.split(" .. "))
         assert built == f"{keys.tag}:" + PARTITION_KEYS[name].format(**parts), name
     assert f"local NAMES_BUCKET = {NAMES_BUCKET}" in header
+
+
+def test_the_compose_file_runs_redis_with_the_bucket_size():
+    """deploy/compose.yaml cannot import keys.py: a bucket of NAMES_BUCKET fields must stay listpack."""
+    compose = (SERVICES.parent / "deploy" / "compose.yaml").read_text()
+    assert f'"--hash-max-listpack-entries", "{NAMES_BUCKET}"' in compose
