@@ -27,7 +27,6 @@ def build_app(settings: ProcessorSettings) -> faust.App:
         consumer_auto_offset_reset="latest",
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=max(settings.session_timeout_ms / 3000, 0.5),
-        Worker="services.processor.worker:ProcessorWorker",  # Faust's worker with a bounded shutdown
     )
     # The low-volume stream Faust consumes itself: every rejection (ingress and processor), as
     # metrics by stage and reason - what an operator watches to see bad senders.
@@ -41,5 +40,4 @@ def build_app(settings: ProcessorSettings) -> faust.App:
 
     # Faust instantiates the services it starts: the settings travel on a subclass.
     app.service(type("ProcessorService", (ProcessorService,), {"settings": settings}))
-    app.pbseg_settings = settings
     return app

@@ -80,10 +80,9 @@ class ProcessorWorker(faust.Worker):
     DEBUG (whatever `-l` says) so that every debug line of Faust and aiokafka builds a log record
     to spin it - 4.4% of the worker's CPU at 8,000 events/s."""
 
-    def __init__(self, *args, settings: ProcessorSettings | None = None, **kwargs):
+    def __init__(self, *args, settings: ProcessorSettings, **kwargs):
         super().__init__(*args, **kwargs)
         self.spinner = None  # structured logs go to files; the root logger keeps the `-l` level
-        settings = settings or self.app.pbseg_settings  # Faust's CLI makes the worker without it
         tune_gc(settings.gc_threshold)
         timeout_s = settings.shutdown_timeout_s
         self.shutdown_watchdog = ShutdownWatchdog(timeout_s, lambda: force_exit(timeout_s))
