@@ -16,6 +16,9 @@
 --   [offset, account, install_id, event, occurred_at, received_at, tid ("" = none), bucket]
 --   all strings but the offset and bucket (account ids may exceed 2^53); bucket = the install
 --   id's forward-map bucket, keys.device_index_bucket (SHA-1 in Python: cheaper than in Lua)
+-- ARGV[8] = the batch's first offset (rejected records included). A batch that starts beyond
+--   watermark + 1 applies nothing (reply gap = 1): Redis lost writes under a running worker (a
+--   rollback, a failover to a lagging replica), and the worker must seek back to watermark + 1.
 -- ARGV[7] = the events' device-event records as lines "<account>:<install id>\t<head>", one per
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
@@ -43,7 +46,7 @@
 -- new strings as possible (Lua interns each one); timestamps compare as canonical decimal strings;
 -- a device is an array made with all its slots. (Pausing the garbage collector during the batch
 -- saved 4% of the instructions but cost ~20% more Redis CPU: the heap outgrew the caches.)
--- Returns {applied, skipped_offsets, duplicate_tids, outbox_records}.
+-- Returns {applied, skipped_offsets, duplicate_tids, outbox_records, gap (1/0), watermark after}.
 local tag = ARGV[1]
 local tid_ttl_arg = ARGV[2]
 local tid_ttl = tonumber(tid_ttl_arg)
@@ -51,6 +54,7 @@ local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
 local call, find, sub, format, floor = redis.call, string.find, string.sub, string.format, math.floor
 local watermark = tonumber(call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[8]) > watermark + 1 then return {0, 0, 0, 0, 1, watermark} end
 local applied, skipped, dups = 0, 0, 0
 local tokens, ntokens = {}, 0
 local records = 0
@@ -399,5 +403,8 @@ if emit_records and records > 0 then
 else
   records = 0
 end
-if batch_last > watermark then call('SET', KEYS[1], ARGV[4]) end
-return {applied, skipped, dups, records}
+if batch_last > watermark then
+  call('SET', KEYS[1], ARGV[4])
+  watermark = batch_last
+end
+return {applied, skipped, dups, records, 0, watermark}

@@ -25,6 +25,9 @@ OUTBOX_PUBLISHED = Counter("pbseg_processor_outbox_published_total", "Device-eve
                            registry=REGISTRY)
 OUTBOX_BACKLOG = Gauge("pbseg_processor_outbox_backlog", "Device-event records waiting in the outbox, per partition",
                        ["partition"], registry=REGISTRY)
+WATERMARK_REGRESSIONS = Counter("pbseg_processor_watermark_regressions_total",
+                                "Batches refused because Redis' watermark went back (rollback, failover): re-read from there",
+                                ["partition"], registry=REGISTRY)
 ASSIGNED = Gauge("pbseg_processor_assigned_partitions", "Partitions this worker owns", registry=REGISTRY)
 
 

@@ -8,6 +8,12 @@ below the 30,000 events/s target on this machine, while `getmany()` batches are 
 offsets: on assignment every partition is sought to its Redis watermark + 1, and the apply
 script skips offsets at or below the watermark, so redelivery after a crash or a rebalance
 changes nothing. Committed offsets are written only so that standard lag tools see progress.
+
+Redis going back under a running worker (restored from an older copy, a failover to a replica
+that lagged) is noticed by the apply script: a batch that starts beyond watermark + 1 applies
+nothing, and the partition is sought back to watermark + 1 (re-applied records carry their Kafka
+timestamp as `processed_at`, so they are published byte-identical). The consumer never falls
+back to `auto_offset_reset`: an offset the log no longer holds stops the worker (LogTruncated).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from typing import Callable
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from services.common.clock import Clock
 from services.processor import metrics
@@ -32,6 +39,10 @@ log = structlog.get_logger("processor")
 # 25 ms fetch) make one, keeping per-write costs (a pooled connection, a task, a reply read)
 # off every small batch: one write per partition cost ~50% more worker CPU per postback there.
 SEND_AT = 1000
+
+
+class LogTruncated(RuntimeError):
+    """The log no longer holds the offsets Redis needs next: continuing would skip postbacks."""
 
 
 class _SeekToWatermark(ConsumerRebalanceListener):
@@ -71,6 +82,8 @@ class PostbackPipeline:
         self.send_at = send_at
         self.owned_partitions: set[int] = set()
         self._in_flight: dict[int, asyncio.Future] = {}  # partition -> the apply task of its last write
+        self._epoch: dict[int, int] = {}  # partition -> seeks so far (batches planned before a seek are stale)
+        self._rewound_to: dict[int, int] = {}  # partition -> the watermark of its last regression seek
         self.ready = asyncio.Event()
         self._rate = metrics.RateWindow()
         self._last_commit = 0.0
@@ -85,6 +98,8 @@ class PostbackPipeline:
         partitions = sorted(tp.partition for tp in assigned if tp.topic == self.topic)
         marks = await self.store.watermarks(partitions)
         for p in partitions:
+            self._epoch[p] = self._epoch.get(p, 0) + 1
+            self._rewound_to.pop(p, None)
             self.consumer.seek(TopicPartition(self.topic, p), marks[p] + 1)
         self.owned_partitions.update(partitions)
         metrics.ASSIGNED.set(len(self.owned_partitions))
@@ -118,14 +133,18 @@ class PostbackPipeline:
         applied); send the planned batches to Redis once they hold `send_at` records (and the rest
         at the end of the poll). Returns the batches and their apply tasks (still running)."""
         self._raise_failed_applies()
-        data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
+        try:
+            data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
+        except OffsetOutOfRangeError as exc:
+            raise LogTruncated(await self._truncation_message(exc)) from exc
         self.ready.set()
         now = self.clock.now_ms()
         batches, tasks, group, grouped = [], [], [], 0
         for tp, msgs in data.items():
             if not msgs or tp.topic != self.topic:
                 continue
-            batch = plan_partition_batch(tp.partition, ((m.offset, m.value) for m in msgs), now)
+            batch = plan_partition_batch(tp.partition, ((m.offset, m.value, m.timestamp) for m in msgs), now)
+            batch.epoch = self._epoch.get(tp.partition, 0)
             batches.append(batch)
             if batch.rejected:
                 await self._publish_rejections(batch, now)
@@ -165,6 +184,9 @@ class PostbackPipeline:
                        started: float) -> int:
         applied = 0
         for batch, result in zip(group, await results):
+            if result.gap:
+                self._rewind(batch, result.watermark)
+                continue
             metrics.BATCH_SIZE.observe(batch.size)
             if result.skipped_offsets:
                 metrics.DUPLICATES.labels("offset").inc(result.skipped_offsets)
@@ -177,6 +199,34 @@ class PostbackPipeline:
         metrics.EVENTS_PER_SECOND.set(self._rate.add(applied))
         self._since_report += applied
         return applied
+
+    def _rewind(self, batch: PartitionBatch, watermark: int) -> None:
+        """The script refused `batch`: it starts beyond watermark + 1. Seek back there once per
+        regression; batches planned before that seek are stale and refused the same way. A batch
+        planned after it that still starts beyond watermark + 1 means the log lacks the offsets."""
+        p = batch.partition
+        if batch.epoch != self._epoch.get(p, 0):
+            return
+        if self._rewound_to.get(p) == watermark:
+            raise LogTruncated(f"partition {p} of {self.topic}: Redis has applied up to offset {watermark}, but the "
+                               f"log's next record after it is offset {batch.first_offset}: offsets {watermark + 1}.."
+                               f"{batch.first_offset - 1} are missing from the log. Continuing would skip them; "
+                               "restore the log, or rebuild Redis from what it holds (pbseg rebuild --yes).")
+        self._epoch[p] = self._epoch.get(p, 0) + 1
+        self._rewound_to[p] = watermark
+        self.consumer.seek(TopicPartition(self.topic, p), watermark + 1)
+        metrics.WATERMARK_REGRESSIONS.labels(str(p)).inc()
+        log.warning("watermark_regressed", partition=p, watermark=watermark, batch_first_offset=batch.first_offset,
+                    message="Redis lost applied batches (rollback or failover); re-reading from watermark + 1")
+
+    async def _truncation_message(self, exc: OffsetOutOfRangeError) -> str:
+        wanted = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        starts = await self.consumer.beginning_offsets(list(wanted)) if wanted else {}
+        parts = [f"partition {tp.partition}: needs offset {offset}, the log starts at {starts.get(tp, '?')}"
+                 for tp, offset in sorted(wanted.items(), key=lambda kv: kv[0].partition)]
+        return (f"{self.topic}: the log no longer holds what Redis needs next ({'; '.join(parts) or exc}). The "
+                "postbacks in between were deleted (retention?) before they were applied; continuing would skip "
+                "them. Restore the log, or rebuild from what it holds: pbseg rebuild --yes (see docs/architecture.md).")
 
     async def _publish_rejections(self, batch: PartitionBatch, now: int) -> None:
         futures = []

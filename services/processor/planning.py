@@ -32,6 +32,8 @@ class PartitionBatch:
     partition: int
     processed_at: int
     emit: bool = True
+    first_offset: int = -1  # the batch's first offset, rejected records included (the gap check)
+    epoch: int = 0  # the pipeline's seek epoch of the partition when this batch was planned
     last_offset: int = -1
     events: list = field(default_factory=list)  # one `event_args` list per applicable record
     lines: list = field(default_factory=list)  # one `record_line` per applicable record (when emitting)
@@ -54,10 +56,14 @@ class PartitionBatch:
         return self.applicable + len(self.rejected)
 
 
-def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | None]], processed_at: int,
+def plan_partition_batch(partition: int, messages: Iterable[tuple], processed_at: int,
                          emit: bool = True) -> PartitionBatch:
-    """Decode `(offset, value)` pairs of one partition, in offset order, into one batch.
-    `emit=False` (rebuild) plans no device-event records.
+    """Decode `(offset, value[, timestamp])` records of one partition, in offset order, into one
+    batch. `emit=False` (rebuild) plans no device-event records.
+
+    A record's `processed_at` is its Kafka timestamp when given (the pipeline gives it), else
+    `processed_at`: so a record applied again after Redis lost its last writes publishes the
+    same bytes as the first time (at-least-once with identical duplicates).
 
     Per applicable record: `events` gets the apply script's fields (apply_batch.lua, ARGV[6]),
     all text but the offset and the install id's forward-map bucket (hashed here: SHA-1 in
@@ -67,8 +73,10 @@ def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | N
     batch = PartitionBatch(partition, processed_at, emit)
     events, lines, rejected = batch.events, batch.lines, batch.rejected
     dumps, bucket = orjson.dumps, device_index_bucket
-    last = -1
-    for offset, value in messages:
+    first, last = -1, -1
+    for offset, value, *stamp in messages:
+        if first < 0:
+            first = offset
         r = decode_postback(value)
         if isinstance(r, RecordRejection):
             rejected.append(RejectedOffset(offset, r))
@@ -78,9 +86,9 @@ def plan_partition_batch(partition: int, messages: Iterable[tuple[int, bytes | N
                            bucket(r.install_id)])
             if emit:
                 lines.append(head_line(record_key(account, r.install_id), dumps(head(
-                    r.event_id, r.account_id, r.install_id, r.event, r.occurred_at, processed_at, r.tid, r.amount,
+                    r.event_id, r.account_id, r.install_id, r.event, r.occurred_at, stamp[0] if stamp else processed_at, r.tid, r.amount,
                     r.currency))))
         if offset > last:
             last = offset
-    batch.last_offset = last
+    batch.first_offset, batch.last_offset = first, last
     return batch

@@ -25,7 +25,10 @@ log = structlog.get_logger("processor")
 def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=s.kafka_bootstrap_servers, group_id=s.consumer_group, client_id="pbseg-processor",
-        enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=s.max_batch,
+        enable_auto_commit=False, max_poll_records=s.max_batch,
+        # never a silent jump: every assigned partition is sought to its Redis watermark + 1, and
+        # an offset the log no longer holds stops the worker (pipeline.LogTruncated)
+        auto_offset_reset="none",
         session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 3, 500),
         fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
         fetch_min_bytes=s.fetch_min_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms,

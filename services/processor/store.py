@@ -27,6 +27,8 @@ class BatchResult:
     skipped_offsets: int
     duplicate_tids: int
     outbox_records: int
+    gap: int = 0  # 1: the batch starts beyond watermark + 1 and applied nothing (Redis went back)
+    watermark: int = -1  # the partition's watermark after the call
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ class DeviceStateStore:
     def _script_call(self, b: PartitionBatch) -> tuple[list, list]:
         keys = self.keys(b.partition)
         return [keys.applied_offset(self.topic)], [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset,
-                                                  "1" if b.emit else "0", b.script_events(), b.script_lines()]
+                                                  "1" if b.emit else "0", b.script_events(), b.script_lines(),
+                                                  b.first_offset]
 
     async def send_batches(self, batches: Sequence[PartitionBatch]) -> "asyncio.Future[list[BatchResult]]":
         """Write the batches' EVALSHAs (one per batch, each atomic on its own) to Redis in one
