@@ -62,6 +62,9 @@ class CatalogKeys:
 # methods below and the Lua scripts (through `lua_header`) both build keys from this table.
 PARTITION_KEYS: dict[str, str] = {
     "applied_offset": "applied:{topic}",
+    # Hash {topic_id, partitions, layout}: the log this partition's state was built from
+    # (services/domain/identity.py); it shares the tag, so it rolls back with the watermark.
+    "identity": "identity:{topic}",
     "device_index": "i:{account}:{bucket}",
     "device_states": "v:{account}:{bucket}",
     "device_seq": "seq:{account}",
@@ -94,6 +97,10 @@ class PartitionKeys:
     def applied_offset(self, topic: str) -> str:
         """String: the highest offset of `topic`/partition whose effects are in Redis."""
         return self._key("applied_offset", topic=topic)
+
+    def identity(self, topic: str) -> str:
+        """Hash: the identity of the log (topic id, partition count, LAYOUT_VERSION) the state was built from."""
+        return self._key("identity", topic=topic)
 
     def device_index(self, account_id: int, bucket: int) -> str:
         """Hash (forward map): install id -> dense device number, for the install ids whose
@@ -172,6 +179,9 @@ class RejectedKeys:
         return f"{self.tag}:applied:{topic}:{partition}"
 
 
+# The version of this key layout, recorded with each partition's state: 2 since the tid key
+# length-prefixes the install id (docs/decisions/0019). A different stored version is refused.
+LAYOUT_VERSION = 2
 NAMES_BUCKET = 512
 # Forward-map buckets per account and partition. Chosen so a bucket stays listpack-encoded
 # (hash-max-listpack-entries 512) up to ~1.5M devices of one account in one partition - 10M

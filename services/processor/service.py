@@ -13,6 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from services.common.clock import SystemClock
 from services.common.redis_conn import async_redis, check_redis
+from services.processor.identity import StateMismatch, check_state_identity
 from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
 from services.processor.settings import ProcessorSettings
@@ -59,6 +60,12 @@ class ProcessorService(mode.Service):
         except KafkaConnectionError as exc:
             raise SystemExit(f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({exc}). "
                              "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS.") from exc
+        try:
+            await check_state_identity(self.store, self.consumer, settings.kafka_bootstrap_servers,
+                                       settings.topic_postbacks)
+        except StateMismatch as exc:
+            log.error("state_mismatch", message=str(exc))
+            raise SystemExit(f"refusing to start: {exc}") from exc
         self.drain = OutboxDrain(self.store, self.producer, settings.topic_device_events,
                                  lambda: set(self.pipeline.owned_partitions), settings.outbox_batch,
                                  settings.outbox_interval_ms / 1000)

@@ -14,6 +14,7 @@ from redis.exceptions import NoScriptError
 from services.common.keys import PartitionKeys, lua_header
 from services.domain.device_event import entry_records
 from services.domain.device_state import EventStat, parse_device_state
+from services.domain.identity import LogIdentity
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
@@ -137,6 +138,23 @@ class DeviceStateStore:
             return {}
         values = await self.redis.mget([self.keys(p).applied_offset(self.topic) for p in partitions])
         return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
+
+    async def identities(self, partitions: Sequence[int]) -> dict[int, LogIdentity | None]:
+        """The log identity recorded with each partition's state (None: none recorded)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.hgetall(self.keys(p).identity(self.topic))
+            replies = await pipe.execute()
+        return {p: LogIdentity(r[b"topic_id"].decode(), int(r[b"partitions"]), int(r[b"layout"])) if r else None
+                for p, r in zip(partitions, replies)}
+
+    async def record_identity(self, partitions: Sequence[int], identity: LogIdentity) -> None:
+        """Record that these partitions' state is built from `identity`'s log."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.hset(self.keys(p).identity(self.topic), mapping={
+                    "topic_id": identity.topic_id, "partitions": identity.partitions, "layout": identity.layout})
+            await pipe.execute()
 
     async def read_outboxes(self, partitions: Sequence[int], count: int) -> dict[int, list[OutboxEntry]]:
         """The oldest `count` outbox entries (one per applied batch) of each partition, in
