@@ -28,6 +28,8 @@ OUTBOX_BACKLOG = Gauge("pbseg_processor_outbox_backlog", "Device-event records w
 WATERMARK_REGRESSIONS = Counter("pbseg_processor_watermark_regressions_total",
                                 "Batches refused because Redis' watermark went back (rollback, failover): re-read from there",
                                 ["partition"], registry=REGISTRY)
+PAUSED = Gauge("pbseg_processor_paused", "1 while a part (pipeline, outbox) waits out a failed dependency",
+               ["part"], registry=REGISTRY)
 ASSIGNED = Gauge("pbseg_processor_assigned_partitions", "Partitions this worker owns", registry=REGISTRY)
 
 

@@ -106,6 +106,17 @@ class PostbackPipeline:
         self.on_outbox_work()  # a previous owner may have left entries in these outboxes
         log.info("partitions_assigned", partitions=partitions, resume_at={p: marks[p] + 1 for p in partitions})
 
+    async def recover(self) -> None:
+        """After a failed dependency came back: forget what was in flight (each batch was applied
+        whole or not at all) and re-read every owned partition from its Redis watermark + 1."""
+        for task in self._in_flight.values():
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+        self._in_flight.clear()
+        assigned = self.consumer.assignment()
+        if assigned:
+            await self.seek_to_watermarks(assigned)
+
     async def run(self) -> None:
         """Poll, plan partition batches and send them to Redis as they are planned (`send_at`),
         so Redis applies some while the worker plans the others (they overlap instead of taking

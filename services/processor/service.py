@@ -9,10 +9,14 @@ import mode
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import KafkaConnectionError, KafkaError
+from redis.exceptions import BusyLoadingError, OutOfMemoryError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.clock import SystemClock
 from services.common.redis_conn import async_redis, check_redis
+from services.processor import metrics
 from services.processor.identity import StateMismatch, check_state_identity
 from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
@@ -41,6 +45,21 @@ def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafk
     return consumer, producer
 
 
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
+READY_PING_S = 1.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Failures a dependency recovers from by itself: Redis down, frozen (timeouts), loading,
+    out of memory; Kafka unreachable or retriable. Not: state or log mismatches, bugs."""
+    if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OutOfMemoryError,
+                        KafkaConnectionError, asyncio.TimeoutError)):
+        return True
+    if isinstance(exc, ResponseError) and str(exc).startswith(("OOM", "LOADING", "MASTERDOWN", "TRYAGAIN")):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
 class ProcessorService(mode.Service):
     """Owns the Redis client, the Kafka clients, the pipeline, the outbox drain and the web port.
     `settings` is set on the subclass bootstrap.build_app makes (Faust instantiates services itself)."""
@@ -49,7 +68,9 @@ class ProcessorService(mode.Service):
 
     async def on_start(self) -> None:
         settings = self.settings
-        self.redis = async_redis(settings.redis_url)
+        self.paused: dict[str, str] = {}  # part -> the failure it waits out
+        # A frozen Redis must not hang the worker: a reply slower than this is a (transient) failure.
+        self.redis = async_redis(settings.redis_url, socket_timeout=settings.redis_timeout_s)
         await check_redis(self.redis, settings.redis_url)
         self.store = DeviceStateStore(self.redis, settings.key_prefix, settings.topic_postbacks,
                                       int(settings.tid_retention_days * 86_400_000))
@@ -80,33 +101,56 @@ class ProcessorService(mode.Service):
                  prefix=settings.key_prefix, web=f"http://{settings.web_host}:{settings.web_port}")
 
     async def _ready(self) -> tuple[bool, str]:
+        if self.paused:
+            return False, "paused: " + "; ".join(f"{part}: {error}" for part, error in sorted(self.paused.items()))
         try:
-            await self.redis.ping()
+            await asyncio.wait_for(self.redis.ping(), READY_PING_S)
         except Exception as exc:  # noqa: BLE001 - reported, not raised
-            return False, f"redis: {exc}"
+            return False, f"redis: {exc!r}"
         if not self.pipeline.ready.is_set():
             return False, "consumer has not joined its group yet"
         return True, f"partitions {sorted(self.pipeline.owned_partitions)}"
 
     @mode.Service.task
     async def _consume(self) -> None:
-        await self._guard("pipeline", self.pipeline.run())
+        await self._guard("pipeline", self.pipeline.run, self.pipeline.recover)
 
     @mode.Service.task
     async def _publish(self) -> None:
-        await self._guard("outbox", self.drain.run())
+        await self._guard("outbox", self.drain.run)
 
-    async def _guard(self, name: str, coro) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if self.should_stop:  # shutting down: the clients were closed under the running task
+    async def _guard(self, name: str, run, recover=None) -> None:
+        """Runs `run()`; a transient failure of Redis or Kafka (down, frozen, out of memory)
+        pauses this part - /readyz says why, one log line, a metric - and it retries with backoff
+        until the dependency answers, then `recover()`s (the pipeline re-reads from the Redis
+        watermarks) and goes on. Anything else stops the worker: every applied batch is atomic
+        with its watermark, so a restart resumes exactly."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                if recover is not None and name in self.paused:
+                    await recover()
+                self.paused.pop(name, None)
+                metrics.PAUSED.labels(name).set(0)
+                delay = RETRY_FIRST_S
+                await run()
                 return
-            # Safe to stop: every applied batch is atomic with its watermark; a restart resumes there.
-            log.error("processor_failed", part=name, error=repr(exc))
-            await self.crash(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self.should_stop:  # shutting down: the clients were closed under the running task
+                    return
+                if not is_transient(exc):
+                    log.error("processor_failed", part=name, error=repr(exc))
+                    await self.crash(exc)
+                    return
+                if name not in self.paused:
+                    log.warning("processor_paused", part=name, error=repr(exc),
+                                message="a dependency failed; retrying with backoff, nothing is lost")
+                self.paused[name] = repr(exc)
+                metrics.PAUSED.labels(name).set(1)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
 
     async def on_stop(self) -> None:
         for owner, method in (("consumer", "stop"), ("producer", "stop"), ("runner", "cleanup"), ("redis", "aclose")):

@@ -33,3 +33,6 @@ class ProcessorSettings(CommonSettings):
     gc_threshold: int = Field(50_000, alias="PROCESSOR_GC_THRESHOLD", ge=700, le=10_000_000)
     # A SIGKILLed worker's partitions move after this long (Kafka's floor is 6 s by default).
     session_timeout_ms: int = Field(6000, alias="PROCESSOR_SESSION_TIMEOUT_MS", ge=1000)
+    # A Redis reply slower than this is a failure the worker waits out (pause, retry, resume):
+    # bounds how long a frozen Redis can hold it. Above the longest apply call (~0.1 s per batch).
+    redis_timeout_s: float = Field(10.0, alias="PROCESSOR_REDIS_TIMEOUT_S", gt=0, le=300)

@@ -18,7 +18,10 @@ from services.domain.identity import LogIdentity
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
-_SCRIPT = lua_header() + (_HERE / "apply_batch.lua").read_text()
+# `#!lua` (no flags): Redis checks maxmemory BEFORE the script starts. A script without it would
+# hit OOM at its first write past the limit and leave the writes before it (tids) in place
+# without the watermark - a batch half applied. With it, a full Redis refuses the whole batch.
+_SCRIPT = "#!lua\n" + lua_header() + (_HERE / "apply_batch.lua").read_text()
 
 
 @dataclass(frozen=True)
