@@ -30,6 +30,9 @@ WATERMARK_REGRESSIONS = Counter("pbseg_processor_watermark_regressions_total",
                                 ["partition"], registry=REGISTRY)
 PAUSED = Gauge("pbseg_processor_paused", "1 while a part (pipeline, outbox) waits out a failed dependency",
                ["part"], registry=REGISTRY)
+OUTBOX_FULL = Gauge("pbseg_processor_outbox_full",
+                    "1 while consumption is paused because an outbox passed PROCESSOR_OUTBOX_MAX_ENTRIES",
+                    registry=REGISTRY)
 ASSIGNED = Gauge("pbseg_processor_assigned_partitions", "Partitions this worker owns", registry=REGISTRY)
 
 

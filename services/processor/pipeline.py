@@ -70,7 +70,8 @@ class PostbackPipeline:
 
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: DeviceStateStore,
                  clock: Clock, topic: str, rejected_topic: str, max_batch: int,
-                 on_outbox_work: Callable[[], None] = lambda: None, send_at: int = SEND_AT):
+                 on_outbox_work: Callable[[], None] = lambda: None, send_at: int = SEND_AT,
+                 outbox_max_entries: int = 0):
         self.consumer = consumer
         self.on_outbox_work = on_outbox_work  # wakes the outbox drain (outbox.py)
         self.producer = producer
@@ -84,6 +85,9 @@ class PostbackPipeline:
         self._in_flight: dict[int, asyncio.Future] = {}  # partition -> the apply task of its last write
         self._epoch: dict[int, int] = {}  # partition -> seeks so far (batches planned before a seek are stale)
         self._rewound_to: dict[int, int] = {}  # partition -> the watermark of its last regression seek
+        self.outbox_max_entries = outbox_max_entries
+        self.outbox_full = False  # consumption paused until the outboxes drain (backpressure)
+        self._last_outbox_check = 0.0
         self.ready = asyncio.Event()
         self._rate = metrics.RateWindow()
         self._last_commit = 0.0
@@ -144,6 +148,7 @@ class PostbackPipeline:
         applied); send the planned batches to Redis once they hold `send_at` records (and the rest
         at the end of the poll). Returns the batches and their apply tasks (still running)."""
         self._raise_failed_applies()
+        await self._backpressure()
         try:
             data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
         except OffsetOutOfRangeError as exc:
@@ -210,6 +215,32 @@ class PostbackPipeline:
         metrics.EVENTS_PER_SECOND.set(self._rate.add(applied))
         self._since_report += applied
         return applied
+
+    async def _backpressure(self) -> None:
+        """At most twice a second: pause consumption while an owned partition's outbox holds more
+        than `outbox_max_entries` entries (device-events cannot be written fast enough, or at
+        all), resume once every one is down to half. Paused, the loop keeps polling (nothing is
+        fetched), so the group membership and the drain go on; nothing is lost or skipped."""
+        now = time.monotonic()
+        if not self.outbox_max_entries or now - self._last_outbox_check < 0.5 or not self.owned_partitions:
+            return
+        self._last_outbox_check = now
+        lengths = await self.store.outbox_lengths(sorted(self.owned_partitions))
+        longest = max(lengths.values(), default=0)
+        assigned = [tp for tp in self.consumer.assignment() if tp.topic == self.topic]
+        if not self.outbox_full and longest > self.outbox_max_entries:
+            self.outbox_full = True
+            self.consumer.pause(*assigned)
+            metrics.OUTBOX_FULL.set(1)
+            log.warning("outbox_full", longest=longest, bound=self.outbox_max_entries,
+                        message="device-events are not being published fast enough; consumption paused")
+        elif self.outbox_full and longest <= self.outbox_max_entries // 2:
+            self.outbox_full = False
+            self.consumer.resume(*assigned)
+            metrics.OUTBOX_FULL.set(0)
+            log.info("outbox_drained", longest=longest, message="consumption resumed")
+        elif self.outbox_full:
+            self.consumer.pause(*assigned)  # partitions assigned since keep still too
 
     def _rewind(self, batch: PartitionBatch, watermark: int) -> None:
         """The script refused `batch`: it starts beyond watermark + 1. Seek back there once per

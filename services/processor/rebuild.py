@@ -4,6 +4,9 @@ Chosen method: wipe, then replay (not "fresh prefix, then swap"): the query serv
 catalog address keys by one prefix, and a swap would need every reader to follow a pointer.
 1. Refuse while the processor's consumer group has live members (two writers would race) -
    stop the processors first, or pass force=True when you know they are gone.
+   Refuse too when a partition's log no longer starts at offset 0 (retention or deleteRecords
+   removed its oldest records): the rebuilt state would silently lack them. Nothing is deleted
+   then; accept_truncated_log=True rebuilds from what is left and reports the missing offsets.
 2. Delete every key of every partition hash tag `{<prefix>:pN}` (devices, numbers, reverse
    map, bitmaps, tids, watermarks, outboxes). The catalog (`{<prefix>:cat}`) is untouched.
 3. Replay each partition from its earliest retained offset up to the end offsets seen at the
@@ -17,7 +20,7 @@ Rejected records are skipped silently (they already are on the rejected topic)."
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -31,7 +34,11 @@ from services.processor.store import DeviceStateStore
 
 
 class RebuildRefused(RuntimeError):
-    """The rebuild would race a running processor."""
+    """The rebuild would race a running processor, or cannot replay what it needs."""
+
+
+class TruncatedLog(RebuildRefused):
+    """A partition's log no longer starts at offset 0: its oldest records cannot be replayed."""
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,29 @@ class RebuildReport:
     duplicate_tids: int
     keys_deleted: int
     seconds: float
+    # partition -> offsets no longer in the log (0..start-1), rebuilt without; only with
+    # accept_truncated_log, else the rebuild refuses
+    missing_offsets: dict[int, int] = field(default_factory=dict)
+
+
+def missing_offsets(log_starts: dict[int, int]) -> dict[int, int]:
+    """Per partition whose log no longer starts at 0, how many offsets (0..start-1) are gone."""
+    return {p: start for p, start in sorted(log_starts.items()) if start > 0}
+
+
+def truncated_log_message(topic: str, missing: dict[int, int], watermarks: dict[int, int]) -> str:
+    """What the refusal says: which partitions, where their logs start, what Redis holds, what to do."""
+    parts = []
+    for p, start in missing.items():
+        mark = watermarks.get(p, -1)
+        held = (f"Redis holds its state up to offset {mark}, which the rebuild would delete" if mark >= 0
+                else "no state for it in Redis")
+        parts.append(f"partition {p} starts at offset {start} (offsets 0-{start - 1} are gone; {held})")
+    return (f"the log of topic {topic!r} no longer reaches back to offset 0, where a rebuild starts: "
+            f"{'; '.join(parts)}. Nothing was deleted. Restore the log (from a backup or tiered storage; "
+            "keep it with retention.ms=-1), or rebuild from what is left with `pbseg rebuild --yes "
+            "--accept-truncated-log`: the effects of the missing offsets (devices, counts, deposit ordinals) "
+            "are then lost for good.")
 
 
 async def live_members(bootstrap: str, group: str) -> int:
@@ -56,7 +86,9 @@ async def live_members(bootstrap: str, group: str) -> int:
 
 
 async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress: bool = True,
-                  max_batch: int = 10_000) -> RebuildReport:
+                  max_batch: int = 10_000, accept_truncated_log: bool = False) -> RebuildReport:
+    """Wipe and replay (the module docstring). Raises RebuildRefused (live members) and
+    TruncatedLog (unless accept_truncated_log) before deleting anything."""
     started = time.monotonic()
     if not force:
         members = await live_members(settings.kafka_bootstrap_servers, settings.consumer_group)
@@ -76,6 +108,10 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
         tps = [TopicPartition(settings.topic_postbacks, p) for p in partitions]
         consumer.assign(tps)
         begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        missing = missing_offsets({tp.partition: begin[tp] for tp in tps})
+        if missing and not accept_truncated_log:
+            raise TruncatedLog(truncated_log_message(settings.topic_postbacks, missing,
+                                                     await store.watermarks(partitions)))
         deleted = 0
         for p in partitions:
             deleted += await store.wipe_partition(p)
@@ -103,7 +139,8 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
                 for tp in list(remaining):
                     if await consumer.position(tp) >= end[tp]:
                         remaining.discard(tp)
-        return RebuildReport(len(partitions), records, applied, rejected, dups, deleted, time.monotonic() - started)
+        return RebuildReport(len(partitions), records, applied, rejected, dups, deleted, time.monotonic() - started,
+                             missing)
     finally:
         await consumer.stop()
         await redis.aclose()
@@ -120,7 +157,7 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 def main(args) -> int:
-    """CLI entry (services/cli/main.py): `pbseg rebuild --yes [--force]`."""
+    """CLI entry (services/cli/main.py): `pbseg rebuild --yes [--force] [--accept-truncated-log]`."""
     import asyncio
     import sys
 
@@ -132,9 +169,13 @@ def main(args) -> int:
               f"from topic {settings.topic_postbacks!r}; run again with --yes", file=sys.stderr)
         return 2
     try:
-        report = asyncio.run(rebuild(settings, force=args.force, progress=not args.no_progress))
+        report = asyncio.run(rebuild(settings, force=args.force, progress=not args.no_progress,
+                                     accept_truncated_log=getattr(args, "accept_truncated_log", False)))
     except RebuildRefused as exc:
         print(f"rebuild refused: {exc}", file=sys.stderr)
         return 1
-    print(orjson.dumps(report.__dict__).decode())
+    for p, gone in report.missing_offsets.items():
+        print(f"partition {p}: offsets 0-{gone - 1} ({gone}) were no longer in the log; "
+              "the rebuilt state lacks their effects", file=sys.stderr)
+    print(orjson.dumps(report.__dict__, option=orjson.OPT_NON_STR_KEYS).decode())
     return 0

@@ -9,7 +9,7 @@ import mode
 import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 from redis.exceptions import BusyLoadingError, OutOfMemoryError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -53,7 +53,7 @@ def is_transient(exc: BaseException) -> bool:
     """Failures a dependency recovers from by itself: Redis down, frozen (timeouts), loading,
     out of memory; Kafka unreachable or retriable. Not: state or log mismatches, bugs."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OutOfMemoryError,
-                        KafkaConnectionError, asyncio.TimeoutError)):
+                        KafkaConnectionError, KafkaTimeoutError, asyncio.TimeoutError)):
         return True
     if isinstance(exc, ResponseError) and str(exc).startswith(("OOM", "LOADING", "MASTERDOWN", "TRYAGAIN")):
         return True
@@ -92,7 +92,8 @@ class ProcessorService(mode.Service):
                                  settings.outbox_interval_ms / 1000)
         self.pipeline = PostbackPipeline(self.consumer, self.producer, self.store, SystemClock(),
                                          settings.topic_postbacks, settings.topic_rejected, settings.max_batch,
-                                         on_outbox_work=self.drain.notify)
+                                         on_outbox_work=self.drain.notify,
+                                         outbox_max_entries=settings.outbox_max_entries)
         self.pipeline.subscribe()
         self.runner = web.AppRunner(build_web_app(self._ready))
         await self.runner.setup()
@@ -117,9 +118,11 @@ class ProcessorService(mode.Service):
 
     @mode.Service.task
     async def _publish(self) -> None:
-        await self._guard("outbox", self.drain.run)
+        # The outbox holds every record safely: any Kafka refusal (the topic unwritable, a record
+        # too large for it, ...) is waited out, never a crash loop; backpressure bounds the outbox.
+        await self._guard("outbox", self.drain.run, transient=lambda exc: is_transient(exc) or isinstance(exc, KafkaError))
 
-    async def _guard(self, name: str, run, recover=None) -> None:
+    async def _guard(self, name: str, run, recover=None, transient=None) -> None:
         """Runs `run()`; a transient failure of Redis or Kafka (down, frozen, out of memory)
         pauses this part - /readyz says why, one log line, a metric - and it retries with backoff
         until the dependency answers, then `recover()`s (the pipeline re-reads from the Redis
@@ -140,7 +143,7 @@ class ProcessorService(mode.Service):
             except Exception as exc:
                 if self.should_stop:  # shutting down: the clients were closed under the running task
                     return
-                if not is_transient(exc):
+                if not (transient or is_transient)(exc):
                     log.error("processor_failed", part=name, error=repr(exc))
                     await self.crash(exc)
                     return

@@ -36,3 +36,7 @@ class ProcessorSettings(CommonSettings):
     # A Redis reply slower than this is a failure the worker waits out (pause, retry, resume):
     # bounds how long a frozen Redis can hold it. Above the longest apply call (~0.1 s per batch).
     redis_timeout_s: float = Field(10.0, alias="PROCESSOR_REDIS_TIMEOUT_S", gt=0, le=300)
+    # Backpressure: when one partition's outbox holds more entries (applied batches, up to
+    # PROCESSOR_MAX_BATCH records each) than this, consumption pauses until it is down to half.
+    # Bounds Redis memory when device-events.v1 cannot be written. 0 = no bound.
+    outbox_max_entries: int = Field(2000, alias="PROCESSOR_OUTBOX_MAX_ENTRIES", ge=0)

@@ -159,6 +159,13 @@ class DeviceStateStore:
                     "topic_id": identity.topic_id, "partitions": identity.partitions, "layout": identity.layout})
             await pipe.execute()
 
+    async def outbox_lengths(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Entries (applied batches) waiting in each partition's outbox; one round trip."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.xlen(self.keys(p).outbox)
+            return dict(zip(partitions, await pipe.execute()))
+
     async def read_outboxes(self, partitions: Sequence[int], count: int) -> dict[int, list[OutboxEntry]]:
         """The oldest `count` outbox entries (one per applied batch) of each partition, in
         order; one round trip for all."""
