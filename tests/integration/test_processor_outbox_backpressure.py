@@ -78,7 +78,7 @@ async def test_an_unwritable_device_events_topic_pauses_consumption_and_loses_no
         await wait_for(paused_by_backpressure, timeout=90, interval=0.2, message="consumption paused by a full outbox")
         lengths = await store.outbox_lengths(range(PARTITIONS))
         # bounded: the pipeline looks twice a second, and a poll adds at most one entry per partition
-    assert BOUND < max(lengths.values()) <= BOUND + 10, lengths
+        assert BOUND < max(lengths.values()) <= BOUND + 10, lengths
         await produce(infra.kafka, env["PBSEG_TOPIC_POSTBACKS"], wave(sent, 50))  # these wait in Kafka
         sent += 50
         held = await applied()
