@@ -4,7 +4,9 @@
 apply_batch.lua in the plainest form, so the two can disagree when one of them is wrong
 (tests/contract/ feeds both the same generated records; the crash test compares Redis and the
 device-events topic with it). Rules, in order:
-1. A record at or below its partition's watermark was applied before: nothing changes.
+1. A record at or below its partition's watermark was applied before: nothing changes. A record
+   beyond watermark + 1 is refused too (`gap`): the records in between are missing - Redis lost
+   writes, or the log lost records - and applying it would skip them.
 2. A record carrying a reserved code other than install/reg/dep (`dep_<n>` is derived) is
    rejected; its offset still counts as processed.
 3. A tid already seen for the same account, device and code within the tid retention (by the
@@ -62,6 +64,7 @@ class Applied:
 
     events: tuple[DeviceEvent, ...] = ()
     redelivered: bool = False
+    gap: bool = False
     duplicate_tid: bool = False
     new_device: bool = False
 
@@ -101,8 +104,11 @@ class DeviceBook:
 
 def process_postback(book: DeviceBook, postback: Postback, meta: RecordMeta, processed_at: int = 0) -> Applied | Rejection:
     """Apply one record of the postbacks topic to `book` (see the module's rules)."""
-    if meta.offset <= book.watermarks.get(meta.partition, -1):
+    watermark = book.watermarks.get(meta.partition, -1)
+    if meta.offset <= watermark:
         return Applied(redelivered=True)
+    if meta.offset > watermark + 1:
+        return Applied(gap=True)
     book.watermarks[meta.partition] = meta.offset
     p = postback
     if not is_postable(p.event):

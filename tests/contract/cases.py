@@ -33,8 +33,9 @@ timestamps = st.one_of(st.sampled_from(TS_EDGES), st.integers(0, 4_102_444_800_0
 @dataclass(frozen=True)
 class Case:
     """Records per partition in offset order, and the batches (offset ranges, half-open) in which
-    they are delivered: each batch starts at or before the first offset not yet applied, so
-    batches repeat earlier offsets (redelivery) and split the log at random places."""
+    they are delivered: batches start at or before the first offset not yet applied, so they
+    repeat earlier offsets (redelivery) and split the log at random places; now and then one
+    starts past a hole (as after Redis lost writes) and must change nothing."""
 
     records: dict[int, list[PostbackRecord]]
     batches: list[tuple[int, int, int]]  # (partition, start, end)
@@ -64,6 +65,9 @@ def cases(draw) -> Case:
     for p, recs in records.items():
         applied = 0
         while applied < len(recs):
+            if applied + 1 < len(recs) and draw(st.integers(0, 5)) == 0:  # a batch past a hole: refused
+                hole = draw(st.integers(applied + 1, len(recs) - 1))
+                batches.append((p, hole, draw(st.integers(hole + 1, len(recs)))))
             start = draw(st.integers(0, applied))
             end = draw(st.integers(applied + 1, len(recs)))
             batches.append((p, start, end))

@@ -29,11 +29,11 @@ class ReferenceEngine:
     def __init__(self):
         self.book = DeviceBook(TID_RETENTION_MS)
         self.published: dict[int, list[DeviceEvent]] = {p: [] for p in range(PARTITIONS)}
-        self.replies: list[tuple[int, int, int]] = []  # (applied, redelivered, duplicate tids) per batch
+        self.replies: list[tuple[int, int, int, int]] = []  # (applied, redelivered, duplicate tids, gap) per batch
 
     async def apply(self, case: Case) -> None:
         for p, start, end in case.batches:
-            applied = redelivered = dups = 0
+            applied = redelivered = dups = gap = 0
             for offset in range(start, end):
                 record = case.records[p][offset]
                 result = process_postback(self.book, postback_of(record), RecordMeta(p, offset), PROCESSED_AT)
@@ -42,9 +42,10 @@ class ReferenceEngine:
                     # the script counts skipped offsets among the records it is given: refused
                     # ones never reach it (planning.py keeps them out, in the watermark only)
                     redelivered += result.redelivered and is_postable(record.event)
+                    gap = gap or (offset == start and result.gap)
                     dups += result.duplicate_tid
                     applied += bool(result.events)
-            self.replies.append((applied, redelivered, dups))
+            self.replies.append((applied, redelivered, dups, int(gap)))
 
     async def snapshot(self) -> dict:
         devices = {(a, i): (d.partition, d.number, dict(d.events)) for (a, i), d in self.book.devices.items()}
@@ -64,7 +65,7 @@ class RedisEngine:
         self.redis, self.prefix = redis, prefix
         self.store = DeviceStateStore(redis, prefix, TOPIC, TID_RETENTION_MS)
         self.index = SegmentIndex(redis, prefix, PARTITIONS)
-        self.replies: list[tuple[int, int, int]] = []
+        self.replies: list[tuple[int, int, int, int]] = []
         self.accounts: set[int] = set()
 
     async def apply(self, case: Case) -> None:
@@ -73,7 +74,7 @@ class RedisEngine:
             self.accounts |= {r.account_id for r in recs}
             messages = [(o, recs[o].model_dump_json(by_alias=True).encode()) for o in range(start, end)]
             [result] = await self.store.apply_batches([plan_partition_batch(p, messages, PROCESSED_AT)])
-            self.replies.append((result.applied, result.skipped_offsets, result.duplicate_tids))
+            self.replies.append((result.applied, result.skipped_offsets, result.duplicate_tids, result.gap))
 
     async def snapshot(self) -> dict:
         r = self.redis

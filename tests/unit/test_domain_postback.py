@@ -84,8 +84,10 @@ def test_redelivered_offsets_change_nothing():
     """An offset at or below the partition's watermark was applied before."""
     book = DeviceBook(30 * DAY)
     feed = Feed(book)
-    feed(_pb("a", "dep"), offset=5)
+    for offset in range(6):
+        feed(_pb(f"a{offset}", "reg" if offset < 5 else "dep"), offset=offset)
     assert feed(_pb("a", "dep"), offset=5) == Applied(redelivered=True)
+    assert feed(_pb("y", "dep"), offset=7) == Applied(gap=True)  # offset 6 missing: refused, watermark stays
     assert feed(_pb("z", "dep"), offset=2) == Applied(redelivered=True)
     assert book.device(1, "d1").events["dep"].count == 1
     other = Feed(book, partition=1)  # another partition has its own watermark
