@@ -11,7 +11,8 @@ has the figures that chose this). What it guarantees:
 - Limits: request line + headers at most `max_header_bytes` (414 when the request target
   alone is longer, else 431), body at most `max_body_bytes` (413, declared or counted), the
   body is read and discarded (never stored), chunked bodies too. A malformed request gets
-  400 `malformed_request`. Each of these replies is JSON `{"error", "message"}` and closes
+  400 `malformed_request`, so does a request line without HTTP/1.0 or 1.1 (HTTP/0.9 style
+  `GET /path` alone is never processed). Each of these replies is JSON `{"error", "message"}` and closes
   the connection (what follows in the stream cannot be trusted).
 - Read timeouts, checked by the server's sweep (`check_timeouts`, every `tick` seconds, so
   they fire up to one tick late): headers not complete `header_timeout_s` after the request
@@ -225,6 +226,13 @@ class HttpConnection(asyncio.Protocol):
             self._expect_continue = value.lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
+        version = self.parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            # llhttp takes a request line without a version as HTTP/0.9 (and passes 2.0):
+            # never processed, answered 400 like any other malformed request.
+            self._fatal = (400, "malformed_request", f"the request line must end with HTTP/1.1 or HTTP/1.0 (got HTTP/{version}); "
+                           "send GET /api/postback/?id=...&status=... HTTP/1.1")
+            raise _ProtocolError
         self._state = BODY
         self._since = self.server.now
         if self._closing:

@@ -9,7 +9,11 @@ unauthenticated caller cannot probe an account's event catalog:
 1. size and syntax (400/414), every parameter's format (400);
 2. the account exists (404 unknown_account);
 3. the postback secret, when the account enabled one (403 missing_key / wrong_key);
-4. the event exists (404 unknown_event) and is active (422 event_inactive).
+4. the code is not a derived deposit ordinal `dep_<n>` (422 derived_event: the system numbers
+   deposits itself), the event exists (404 unknown_event) and is active (422 event_inactive).
+
+`currency` is the one format check answered with 422 (`invalid_currency`), as the query side
+answers a well-formed but unacceptable value; every other format error is 400.
 
 The exact input rules are documented in docs/architecture.md ("Ingress").
 """
@@ -21,7 +25,7 @@ import re
 from dataclasses import dataclass
 
 from services.common.catalog import CatalogSnapshot
-from services.domain.codes import EVENT_CODE_RE, TOKEN_RE
+from services.domain.codes import EVENT_CODE_RE, SYSTEM_EVENTS, TOKEN_RE, is_postable
 from services.ingress.query_params import DuplicateParameter, split_query
 
 _EVENT_CODE = EVENT_CODE_RE
@@ -30,7 +34,8 @@ _EVENT_CODE = EVENT_CODE_RE
 _TOKEN = TOKEN_RE
 _ACCOUNT_ID = re.compile(r"[0-9]{1,18}")
 _AMOUNT = re.compile(r"[0-9]{1,20}(\.[0-9]{1,10})?")
-_CURRENCY = re.compile(r"[A-Za-z0-9]{3,8}")
+# ISO 4217 shape: exactly three ASCII letters (which codes exist is not checked).
+_CURRENCY = re.compile(r"[A-Za-z]{3}")
 _TS = re.compile(r"([0-9]{1,13})(\.[0-9]{1,6})?")
 
 # `ts` below this is unix seconds, at or above it unix milliseconds: 10^11 seconds is the
@@ -140,7 +145,7 @@ def parse_postback(query: str, catalog: CatalogSnapshot, now_ms: int, rules: Pos
     currency = params.get("currency") or None
     if currency is not None:
         if _CURRENCY.fullmatch(currency) is None:
-            return _bad("invalid_currency", f"`currency` {_show(currency)} must be a currency code of 3-8 letters or digits, e.g. USD")
+            return RejectedPostback(422, "invalid_currency", f"`currency` {_show(currency)} must be an ISO 4217 currency code: exactly three letters, e.g. USD or eur")
         currency = currency.upper()
 
     account_id = int(account)
@@ -153,6 +158,8 @@ def parse_postback(query: str, catalog: CatalogSnapshot, now_ms: int, rules: Pos
             return RejectedPostback(403, "missing_key", f"account {account_id} requires its postback secret: add key=<secret> to the URL", account_id)
         if not hmac.compare_digest(key.encode(), entry.secret.encode()):
             return RejectedPostback(403, "wrong_key", f"`key` is not account {account_id}'s postback secret; copy the URL again from the Segments page", account_id)
+    if not is_postable(code) and code.lower() not in SYSTEM_EVENTS:  # dep_<digits>, any case
+        return RejectedPostback(422, "derived_event", f"`{code}` is derived: the system numbers deposits itself (the 2nd `dep` of a device becomes dep_2, ...); send status=dep_{account_id} for every deposit", account_id)
     if code not in entry.active_codes:
         if code in entry.inactive_codes:
             return RejectedPostback(422, "event_inactive", f"event `{code}` is inactive in account {account_id}; activate it on the Segments page to accept it", account_id)

@@ -125,14 +125,20 @@ async def test_unknown_and_inactive_events_are_rejected_onto_the_rejected_topic(
         unknown = await ingress.get(client, id="d", status=f"nope_{account}")
         inactive = await ingress.get(client, id="d", status=f"old_thing_{account}")
         malformed = await ingress.get(client, id="d", status="garbage")
+        derived = await ingress.get(client, id="d", status=f"dep_2_{account}")
+        currency = await ingress.get(client, id="d", status=f"dep_{account}", currency="USDT")
     assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_event")
+    assert (derived.status_code, derived.json()["error"]) == (422, "derived_event")
+    assert "numbers deposits itself" in derived.json()["message"] and f"status=dep_{account}" in derived.json()["message"]
+    assert (currency.status_code, currency.json()["error"]) == (422, "invalid_currency")
     assert (inactive.status_code, inactive.json()["error"]) == (422, "event_inactive")
     assert (malformed.status_code, malformed.json()["error"]) == (400, "invalid_status")
-    assert all(set(r.json()) == {"error", "message"} for r in (unknown, inactive, malformed))
+    assert all(set(r.json()) == {"error", "message"} for r in (unknown, inactive, malformed, derived, currency))
     rejected = [RejectedPostbackRecord.model_validate_json(m.value)
-                for m in await read_topic(ingress.bootstrap, ingress.rejected_topic, 3)]
-    mine = {(r.reason, r.account_id) for r in rejected if r.account_id == account or "garbage" in r.raw}
-    assert {("unknown_event", account), ("event_inactive", account), ("invalid_status", None)} <= mine
+                for m in await read_topic(ingress.bootstrap, ingress.rejected_topic, 5)]
+    mine = {(r.reason, r.account_id) for r in rejected if r.account_id == account or "garbage" in r.raw or "USDT" in r.raw}
+    assert {("unknown_event", account), ("event_inactive", account), ("invalid_status", None),
+            ("derived_event", account), ("invalid_currency", None)} <= mine
     # nothing of these reached the postbacks topic
     assert not [m for m in await read_topic(ingress.bootstrap, ingress.topic, 10**6, timeout_s=1.5)
                 if orjson.loads(m.value)["account_id"] == account]
@@ -177,6 +183,13 @@ async def test_server_limits(ingress):
         metrics = (await client.get(f"{ingress.url}/metrics")).text
         assert 'pbseg_ingress_requests_total{outcome="rejected",reason="query_too_long"}' in metrics
         assert "pbseg_ingress_produce_seconds_bucket" in metrics and "pbseg_ingress_in_flight" in metrics
+    # A request line without an HTTP version (HTTP/0.9 style): 400, closed, never processed.
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(ingress.url.rsplit(":", 1)[1]))
+    writer.write(b"GET /api/postback/?id=d&status=reg_1\r\n\r\n")
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), timeout=10)
+    assert data.startswith(b"HTTP/1.1 400 ") and b"malformed_request" in data
+    writer.close()
     # A client that never finishes its headers is cut off (header read timeout, 1 s here).
     reader, writer = await asyncio.open_connection("127.0.0.1", int(ingress.url.rsplit(":", 1)[1]))
     writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")

@@ -188,6 +188,9 @@ async def test_post_body_is_read_and_discarded_chunked_and_with_expect_continue(
     (b"GET /a b c HTTP/1.1\r\n\r\n", 400, "malformed_request"),
     (b"NOT-A-REQUEST\r\n\r\n", 400, "malformed_request"),
     (b"G\x00T / HTTP/1.1\r\n\r\n", 400, "malformed_request"),
+    (b"GET /api/postback/?id=a&status=reg_42\r\n\r\n", 400, "malformed_request"),  # HTTP/0.9: no version
+    (b"GET /api/postback/?id=a&status=reg_42 HTTP/0.9\r\n\r\n", 400, "malformed_request"),
+    (b"GET /api/postback/?id=a&status=reg_42 HTTP/2.0\r\n\r\n", 400, "malformed_request"),
     (request(method="POST", headers="Content-Length: abc\r\n"), 400, "invalid_content_length"),
     (request(method="POST", headers="Content-Length: 1\r\nContent-Length: 2\r\n"), 400, "invalid_content_length"),
 ])
@@ -208,6 +211,25 @@ async def test_protocol_rejections_are_json_4xx_and_end_the_connection(raw, stat
 
 async def _metrics(app) -> str:
     return (await app.handle("GET", "/metrics", "", None))[2].decode()
+
+
+async def test_a_request_line_without_an_http_version_is_never_processed():
+    """HTTP/0.9 style `GET /path`: 400 and the connection ends when the blank line follows; a
+    bare line (all an HTTP/0.9 client sends) waits for headers and is closed by the header
+    timeout. Either way no record is produced."""
+    app, producer = make_app()
+    answered = Native(app)
+    answered.send(b"GET /api/postback/?id=a&status=reg_42\r\n\r\n")
+    await answered.settle()
+    [(status, headers, body)] = answered.replies()
+    assert (status, orjson.loads(body)["error"], headers["connection"]) == (400, "malformed_request", "close")
+    assert "HTTP/1.1" in orjson.loads(body)["message"]
+    bare = Native(app, header_timeout_s=5)
+    bare.send(b"GET /api/postback/?id=a&status=reg_42\r\n")
+    await bare.settle()
+    bare.advance(6)
+    assert bare.transport.closed and bare.transport.out == b""
+    assert producer.delivered == [] and producer.background == []
 
 
 async def test_a_query_over_4_kb_is_the_apps_414_and_the_connection_stays():

@@ -99,7 +99,13 @@ def test_empty_optional_parameters_count_as_absent():
     ("id=d1&id=d2&status=reg_42", (400, "duplicate_parameter")),
     ("id=d1&status=dep_42&amount=1,5", (400, "invalid_amount")),
     ("id=d1&status=dep_42&amount=-3", (400, "invalid_amount")),
-    ("id=d1&status=dep_42&currency=US", (400, "invalid_currency")),
+    ("id=d1&status=dep_42&currency=US", (422, "invalid_currency")),
+    ("id=d1&status=dep_42&currency=USDT", (422, "invalid_currency")),
+    ("id=d1&status=dep_42&currency=U1D", (422, "invalid_currency")),
+    ("id=d1&status=dep_42&currency=%C3%9CSD", (422, "invalid_currency")),  # non-ASCII letter
+    ("id=d1&status=dep_2_42", (422, "derived_event")),
+    ("id=d1&status=dep_17_42", (422, "derived_event")),
+    ("id=d1&status=Dep_0_42", (422, "derived_event")),
     ("id=d1&status=dep_42&tid=a%20b", (400, "invalid_tid")),
     ("id=d1&status=reg_43", (404, "unknown_account")),
     ("id=d1&status=nope_42", (404, "unknown_event")),
@@ -107,6 +113,18 @@ def test_empty_optional_parameters_count_as_absent():
 ])
 def test_rejections(query, expected):
     assert rejected(query) == expected
+
+
+def test_currency_is_three_letters_upper_cased():
+    assert [parse(f"id=d1&status=dep_42&currency={c}").currency for c in ("usd", "Eur", "GBP")] == ["USD", "EUR", "GBP"]
+
+
+def test_a_derived_deposit_ordinal_says_to_send_dep():
+    """dep_<n> is numbered by the system: the reply says so, names `dep` and carries the account."""
+    result = parse("id=d1&status=dep_2_42")
+    assert isinstance(result, RejectedPostback) and result.account_id == 42
+    assert "numbers deposits itself" in result.message and "status=dep_42" in result.message
+    assert rejected("id=d1&status=dep_2_7") == (403, "missing_key")  # the secret still comes first
 
 
 def test_install_id_rule_boundaries():
