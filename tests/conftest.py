@@ -149,13 +149,14 @@ async def delete_own_topics(infra, unique):
 
 @pytest.fixture
 def topic_factory(infra, unique, delete_own_topics):
-    """Creates fresh topics for a test: topic_factory(name, partitions) -> real topic name.
-    They are deleted on teardown."""
-    from services.common.topics import ensure_topics
+    """Creates fresh topics for a test: topic_factory(name, partitions, configs=None) -> real topic
+    name. Retention is infinite unless `configs` says otherwise, as topic_plan creates postbacks.v1
+    (a processor refuses a postbacks topic that forgets records). Deleted on teardown."""
+    from services.common.topics import TopicSpec, ensure_topics
 
-    async def make(name: str, partitions: int = 4) -> str:
+    async def make(name: str, partitions: int = 4, configs: dict[str, str] | None = None) -> str:
         topic = f"{name}-{unique}"
-        await ensure_topics(infra.kafka, {topic: partitions})
+        await ensure_topics(infra.kafka, {topic: TopicSpec(partitions, {"retention.ms": "-1", **(configs or {})})})
         return topic
 
     return make

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     rb = sub.add_parser("rebuild", help="rebuild all Redis partition state from the postbacks log (stop the processors first)")
     rb.add_argument("--yes", action="store_true", help="confirm: partition keys of PBSEG_KEY_PREFIX are deleted and replayed")
     rb.add_argument("--force", action="store_true", help="skip the check that no processor is running")
+    rb.add_argument("--accept-truncated-log", action="store_true",
+                    help="when a partition's log no longer starts at offset 0, rebuild from what is left "
+                         "(the missing offsets are reported) instead of refusing")
     rb.add_argument("--no-progress", action="store_true", help="no progress bar")
     rb.set_defaults(func=_rebuild)
 

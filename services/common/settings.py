@@ -3,7 +3,7 @@ environment: each service's settings class subclasses `CommonSettings`."""
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _KEY_PREFIX_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -21,6 +21,17 @@ class CommonSettings(BaseSettings):
     topic_device_events: str = Field("device-events.v1", alias="PBSEG_TOPIC_DEVICE_EVENTS")
     # Partitions of the postbacks topic; the Redis layout is sharded by it (docs/architecture.md).
     postbacks_partitions: int = Field(8, alias="PBSEG_POSTBACKS_PARTITIONS", ge=1, le=1024)
+    # The postbacks log is the system of record (`pbseg rebuild` and recovery replay it from
+    # offset 0), so it is kept forever (-1). A finite value is for a history kept elsewhere
+    # (tiered storage): an existing topic with exactly that retention is then accepted.
+    postbacks_retention_ms: int = Field(-1, alias="PBSEG_POSTBACKS_RETENTION_MS", ge=-1)
+    # The feeds derived from it keep their own retention (default 7 days).
+    device_events_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_DEVICE_EVENTS_RETENTION_MS", ge=-1)
+    rejected_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_REJECTED_RETENTION_MS", ge=-1)
+    # Of topics created by services/common/topics.py. Unset: fitted to the cluster at creation,
+    # min(3, brokers) and replication - 1 (at least 1).
+    replication_factor: int | None = Field(None, alias="PBSEG_REPLICATION_FACTOR", ge=1)
+    min_insync_replicas: int | None = Field(None, alias="PBSEG_MIN_INSYNC_REPLICAS", ge=1)
     log_level: str = Field("info", alias="PBSEG_LOG_LEVEL")
     log_format: str = Field("json", alias="PBSEG_LOG_FORMAT")  # json | console
 
@@ -30,6 +41,21 @@ class CommonSettings(BaseSettings):
         if not value or not set(value) <= _KEY_PREFIX_CHARS:
             raise ValueError("PBSEG_KEY_PREFIX must be non-empty and use only letters, digits, '_', '-', '.'")
         return value
+
+    @field_validator("postbacks_retention_ms", "device_events_retention_ms", "rejected_retention_ms")
+    @classmethod
+    def _retention_is_forever_or_positive(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("a retention is -1 (forever) or a positive number of milliseconds")
+        return value
+
+    @model_validator(mode="after")
+    def _min_insync_fits_replication(self) -> "CommonSettings":
+        rf, isr = self.replication_factor, self.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(f"PBSEG_MIN_INSYNC_REPLICAS={isr} exceeds PBSEG_REPLICATION_FACTOR={rf}: "
+                             "every acks=all write would fail")
+        return self
 
 
 class StackSettings(CommonSettings):

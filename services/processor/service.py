@@ -16,6 +16,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.common.clock import SystemClock
 from services.common.redis_conn import async_redis, check_redis
+from services.common.topics import check_postbacks_topic
 from services.processor import metrics
 from services.processor.identity import StateMismatch, check_state_identity
 from services.processor.outbox import OutboxDrain
@@ -81,6 +82,7 @@ class ProcessorService(mode.Service):
         except KafkaConnectionError as exc:
             raise SystemExit(f"cannot reach Kafka at {settings.kafka_bootstrap_servers} ({exc}). "
                              "Start it with `make up`, or set KAFKA_BOOTSTRAP_SERVERS.") from exc
+        await check_postbacks_topic(settings.kafka_bootstrap_servers, settings)  # the whole log, or refuse
         try:
             await check_state_identity(self.store, self.consumer, settings.kafka_bootstrap_servers,
                                        settings.topic_postbacks)

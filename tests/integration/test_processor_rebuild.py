@@ -9,7 +9,8 @@ import sys
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from services.common.keys import PartitionKeys
 from test_processor_pipeline import T0, Harness, pb, produce  # same directory (rootdir-relative import)
@@ -98,3 +99,78 @@ async def test_rebuild_needs_confirmation_and_refuses_while_a_processor_runs(inf
         await consumer.stop()
     assert refused.returncode == 1 and "live member" in refused.stderr
     assert await redis_client.get(marker) == b"1"
+
+
+async def log_bounds(bootstrap: str, topic: str, partitions: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Each partition's log start and end offset as the broker reports them."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        begin, end = await consumer.beginning_offsets(tps), await consumer.end_offsets(tps)
+        return {tp.partition: begin[tp] for tp in tps}, {tp.partition: end[tp] for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+async def delete_records_before(bootstrap: str, topic: str, starts: dict[int, int]) -> None:
+    """Moves each partition's log start forward, as retention would (the broker's deleteRecords)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(topic, p): RecordsToDelete(n) for p, n in starts.items()})
+    finally:
+        await admin.close()
+
+
+@pytest.mark.seed(11)
+async def test_rebuild_refuses_a_truncated_log_and_accepts_it_only_when_told(infra, redis_client, key_prefix, topic_factory,
+                                                                             unique, service_env, seed):
+    """Log starts moved past 0 on two partitions: `--yes` refuses naming them and deletes nothing;
+    `--yes --accept-truncated-log` rebuilds from what is left and reports the missing offsets."""
+    harness = Harness(infra, redis_client, key_prefix,
+                      (await topic_factory("pb", 4), await topic_factory("rej", 2), await topic_factory("dev", 4)),
+                      f"proc-{unique}")
+    rng = random.Random(seed)
+    items = [(f"1:r{i % 120}".encode(), pb(f"x{i}", f"r{i % 120}", rng.choice(["reg", "dep", "open"]), T0 + i))
+             for i in range(800)]
+    await produce(infra.kafka, harness.postbacks, items)
+    await harness.run_until_applied(len(items))
+    _, end = await log_bounds(infra.kafka, harness.postbacks, 4)
+    assert min(end.values()) > 40
+    cut = {1: 25, 3: 10}
+    await delete_records_before(infra.kafka, harness.postbacks, cut)
+    assert (await log_bounds(infra.kafka, harness.postbacks, 4))[0] == {0: 0, 1: 25, 2: 0, 3: 10}
+    live = await snapshot(redis_client, key_prefix)
+
+    env = dict(service_env, PBSEG_KEY_PREFIX=key_prefix, PBSEG_TOPIC_POSTBACKS=harness.postbacks,
+               PROCESSOR_GROUP=harness.group)
+    refused = await asyncio.to_thread(cli, env, "--yes")
+    print(refused.stderr)
+    assert refused.returncode == 1, refused.stderr
+    assert refused.stderr.startswith(f"rebuild refused: the log of topic {harness.postbacks!r} no longer reaches back "
+                                     "to offset 0")
+    assert (f"partition 1 starts at offset 25 (offsets 0-24 are gone; Redis holds its state up to offset {end[1] - 1}, "
+            "which the rebuild would delete)") in refused.stderr
+    assert f"partition 3 starts at offset 10 (offsets 0-9 are gone; Redis holds its state up to offset {end[3] - 1}" \
+        in refused.stderr
+    assert "partition 0" not in refused.stderr and "partition 2" not in refused.stderr
+    assert "Nothing was deleted" in refused.stderr and "--accept-truncated-log" in refused.stderr
+    assert await snapshot(redis_client, key_prefix) == live
+
+    accepted = await asyncio.to_thread(cli, env, "--yes", "--accept-truncated-log")
+    print(accepted.stderr)
+    assert accepted.returncode == 0, accepted.stderr
+    report = orjson.loads(accepted.stdout)
+    assert report["missing_offsets"] == {"1": 25, "3": 10}
+    assert report["records"] == len(items) - 35
+    assert "partition 1: offsets 0-24 (25) were no longer in the log; the rebuilt state lacks their effects" \
+        in accepted.stderr
+    assert "partition 3: offsets 0-9 (10) were no longer in the log" in accepted.stderr
+    assert "rebuild" in accepted.stderr and "rec" in accepted.stderr  # the progress bar stays
+    rebuilt = await snapshot(redis_client, key_prefix)
+    for p in (0, 2):  # whole logs: key by key as before
+        tag = PartitionKeys(key_prefix, p).tag.encode()
+        assert {k: v for k, v in rebuilt.items() if k.startswith(tag)} == {k: v for k, v in live.items()
+                                                                            if k.startswith(tag)}
+    assert await harness.store.watermarks(range(4)) == {p: end[p] - 1 for p in range(4)}
