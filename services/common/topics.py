@@ -101,9 +101,11 @@ def new_topic(name: str, spec: TopicSpec, brokers: int) -> NewTopic:
     return NewTopic(name, spec.partitions, replication, topic_configs=configs)
 
 
-def _as_spec(value: int | TopicSpec) -> TopicSpec:
-    # A bare partition count (tests, benchmarks): the broker's defaults for everything else.
-    return value if isinstance(value, TopicSpec) else TopicSpec(value)
+def as_spec(value: int | TopicSpec) -> TopicSpec:
+    # A bare partition count (tests, benchmarks): kept forever, since any such topic may be the
+    # postbacks topic of a processor (which refuses one that forgets records); broker defaults
+    # otherwise.
+    return value if isinstance(value, TopicSpec) else TopicSpec(value, {"retention.ms": str(FOREVER)})
 
 
 def _duration(ms: int) -> str:
@@ -184,11 +186,11 @@ async def check_postbacks_topic(bootstrap: str, settings: CommonSettings) -> Non
 
 
 async def ensure_topics(bootstrap: str, topics: Mapping[str, int | TopicSpec], timeout_s: float = 60.0) -> None:
-    """Create each missing topic as its spec says (a bare int: that many partitions, broker
-    defaults otherwise); an existing topic is left as it is, except that a `whole_log` one is
+    """Create each missing topic as its spec says (a bare int: that many partitions, retention.ms=-1,
+    broker defaults otherwise); an existing topic is left as it is, except that a `whole_log` one is
     checked (`whole_log_problem`). Retries while the broker finishes starting; raises TimeoutError
     naming the broker when it never answers, TopicMisconfigured at once for what retrying cannot fix."""
-    specs = {name: _as_spec(value) for name, value in topics.items()}
+    specs = {name: as_spec(value) for name, value in topics.items()}
     deadline = asyncio.get_running_loop().time() + timeout_s
     last: Exception | None = None
     while asyncio.get_running_loop().time() < deadline:

@@ -1,11 +1,11 @@
-"""What the topics are created with and when an existing postbacks topic is refused (services/common/topics.py)."""
+"""What the topics are created with (topic_plan, new_topic) and when an existing postbacks topic is refused (services/common/topics.py)."""
 
 import pytest
 from pydantic import ValidationError
 
 from services.common.settings import CommonSettings
-from services.common.topics import (TopicMisconfigured, TopicSpec, fitted_min_insync, fitted_replication, new_topic,
-                                    topic_plan, whole_log_problem)
+from services.common.topics import (TopicMisconfigured, TopicSpec, as_spec, fitted_min_insync, fitted_replication,
+                                    new_topic, topic_plan, whole_log_problem)
 from services.processor.rebuild import missing_offsets, truncated_log_message
 
 SEVEN_DAYS_MS = 7 * 86_400_000
@@ -51,10 +51,13 @@ def test_settings_win_over_the_fitted_values():
     assert topic.replication_factor == 2 and topic.topic_configs["min.insync.replicas"] == "2"
 
 
-def test_a_bare_partition_count_is_a_topic_with_the_broker_defaults():
-    """ensure_topics(bootstrap, {name: n}) keeps working: n partitions, fitted replication, no retention set."""
-    topic = new_topic("t", TopicSpec(3), brokers=1)
-    assert (topic.num_partitions, topic.replication_factor, topic.topic_configs) == (3, 1, {"min.insync.replicas": "1"})
+def test_a_bare_partition_count_is_a_topic_kept_forever():
+    """ensure_topics(bootstrap, {name: n}) keeps working: n partitions, fitted replication, retention.ms=-1
+    (it may be a processor's postbacks topic); a spec without configs gets the broker's defaults."""
+    topic = new_topic("t", as_spec(3), brokers=1)
+    assert (topic.num_partitions, topic.replication_factor) == (3, 1)
+    assert topic.topic_configs == {"retention.ms": "-1", "min.insync.replicas": "1"}
+    assert new_topic("t", TopicSpec(3), brokers=1).topic_configs == {"min.insync.replicas": "1"}
 
 
 def test_settings_the_cluster_cannot_meet_are_refused_naming_the_setting():
