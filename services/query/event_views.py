@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from services.common.catalog import CustomEvent
-from services.domain.codes import SYSTEM_EVENT_IDS, SYSTEM_EVENTS, deposit_code
+from services.domain.codes import SYSTEM_EVENT_IDS, SYSTEM_EVENTS, deposit_code, is_postable
 
 MAX_OFFSET = 10_000
 MAX_PER_PAGE = 100
@@ -83,7 +83,14 @@ def overview_rows(custom: list[CustomEvent], max_ordinal: int) -> list[EventView
     return [*system_events(), *(ordinal_view(n) for n in range(2, max_ordinal + 1)), *(custom_view(e) for e in custom)]
 
 
-def postback_url(base: str, code: str, account_id: int, secret: str | None) -> str:
-    """The URL to paste into a tracker; `{install_id}` is the placeholder the tracker fills in."""
-    url = f"{base.rstrip('/')}/api/postback/?id={{install_id}}&status={code}_{account_id}"
+# PushExpress's own placeholder, spelled exactly as its users already paste it into trackers.
+INSTALL_ID_PLACEHOLDER = "{your installation id}"
+
+
+def postback_url(base: str, code: str, account_id: int, secret: str | None) -> str | None:
+    """The URL to paste into a tracker (the tracker fills in INSTALL_ID_PLACEHOLDER), or None for
+    a code nobody may post: the derived deposit ordinals dep_2, dep_3, ... (the domain's rule)."""
+    if not is_postable(code):
+        return None
+    url = f"{base.rstrip('/')}/api/postback/?id={INSTALL_ID_PLACEHOLDER}&status={code}_{account_id}"
     return url + (f"&key={quote(secret, safe='')}" if secret else "")

@@ -69,7 +69,8 @@ class SegmentEvent(BaseModel):
     status: Literal[0, 1]
     devices: int = Field(description="devices on which the event occurred")
     deposit_ordinal: int | None = Field(description="n for the n-th deposit: 1 for dep, n for dep_<n>; null otherwise")
-    postback_url: str
+    postback_url: str | None = Field(description="the URL to give a sender, `{your installation id}` being the placeholder it "
+                                     "fills in; null for deposit ordinals dep_2, dep_3, ...: the system counts them from `dep`")
 
 
 class SegmentEvents(BaseModel):

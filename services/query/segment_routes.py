@@ -39,7 +39,8 @@ async def _checked(request: Request, account: int, body: FilterBody) -> SegmentF
 
 @router.get("/events", response_model=SegmentEvents)
 async def segment_events(account: Account, request: Request) -> SegmentEvents:
-    """Every event of the account with its device count and ready postback URL: system events,
+    """Every event of the account with its device count and ready postback URL (none for the
+    derived deposit ordinals, which nobody posts): system events,
     then the deposit ordinals dep_2 .. the highest seen, then custom events. Device counts
     are the processor's per-code counters, exact as of the last applied batch (or up to
     QUERY_OVERVIEW_FRESH_MS old when that cache is turned on)."""

@@ -62,6 +62,14 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         assert [(e["code"], e["devices"]) for e in overview] == \
             [("install", 3), ("reg", 2), ("dep", 2), ("dep_2", 1), ("promo", 1)]
         assert overview[-1]["postback_url"].endswith(f"status=promo_{acct}&key={secret}")
+        assert overview[3]["postback_url"] is None  # dep_2 is derived: no URL to give a sender
+        # The URL as a sender uses it: PushExpress's placeholder filled in, sent to the ingress.
+        url = overview[2]["postback_url"]
+        assert "id={your installation id}&" in url
+        filled = ing + "/api/postback/" + url.split("/api/postback/", 1)[1].replace("{your installation id}", "dev-url")
+        assert (await c.get(filled)).status_code == 200
+        derived = await send("dev-1", "dep_2")
+        assert (derived.status_code, derived.json()["error"]) == (422, "derived_event")
 
         # Deactivated: the ingress refuses it, and the refusal shows up among the rejected postbacks.
         await c.post(f"{q}/api/b/v2/events/{event_id}/deactivate", headers=h)
@@ -73,7 +81,7 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
 
         async def listed():
             rows = (await c.get(f"{q}/api/b/v2/postbacks/rejected", headers=h)).json()["rejected"]
-            return {r["reason"] for r in rows} >= {"event_inactive", "missing_key"} and rows
+            return {r["reason"] for r in rows} >= {"event_inactive", "missing_key", "derived_event"} and rows
         rows = await wait_for(listed, timeout=60, interval=0.1, message="rejected postbacks to reach the query service")
         assert all(r["account_id"] == acct for r in rows)
 

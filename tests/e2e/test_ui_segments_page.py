@@ -175,7 +175,7 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await lead_row.locator("button.copy").click()
     await expect(lead_row.locator("button.copy")).to_have_text("Copied")
     copied = await page.evaluate("navigator.clipboard.readText()")
-    assert copied.startswith("http") and f"status=lead_{account_id}" in copied
+    assert copied.startswith("http") and f"?id={{your installation id}}&status=lead_{account_id}" in copied
     assert await lead_row.locator("code.url").get_attribute("title") == copied
 
     # Postbacks arrive in two waves; the page (live refresh, no reload) follows both.
@@ -199,6 +199,12 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
         ordinals = sorted({c for codes in devices.values() for c in codes if c.startswith("dep_")})
         await expect_counts(page, devices, ["install", "reg", "dep", "lead", *ordinals])
         await expect(page.locator("#stat-devices")).to_have_text(f"{len(devices):,}")
+        # Derived ordinals (dep_2, ...) have no postback URL, so no Copy button; dep has one.
+        for code in ordinals:
+            row = page.locator(f'#events-body tr[data-code="{code}"]')
+            await expect(row.locator("td.url-cell")).to_contain_text("no URL")
+            assert await row.locator("button.copy").count() == 0
+        assert await page.locator('#events-body tr[data-code="dep"] button.copy').count() == 1
 
         # An unknown event is refused by the ingress and shows up with its reason.
         resp = await client.get(f"{running_stack.ingress_url}/api/postback/",

@@ -188,7 +188,8 @@ async def test_filter_errors_are_422_and_name_the_codes(query):
 
 
 async def test_overview_orders_events_and_counts_devices(query):
-    """System events, dep_2..dep_max, then custom events; counts per event; URLs with &key= when a secret is set."""
+    """System events, dep_2..dep_max, then custom events; counts per event; URLs with PushExpress's
+    placeholder and &key= when a secret is set, none for the derived ordinals."""
     t = await query.tenant()
     await query.call(t, "POST", "/api/b/v2/events", json={"name": "Promo", "code": "promo"})
     await query.call(t, "POST", "/api/b/v2/events", json={"name": "Unused", "code": "unused"})
@@ -198,11 +199,15 @@ async def test_overview_orders_events_and_counts_devices(query):
     assert rows == [("install", "SYSTEM", 3), ("reg", "SYSTEM", 1), ("dep", "SYSTEM", 3), ("dep_2", "SYSTEM", 2),
                     ("dep_3", "SYSTEM", 1), ("promo", "CUSTOM", 1), ("unused", "CUSTOM", 0)]
     acct = t.account_id
-    assert body["events"][5]["postback_url"] == f"https://pb.example.com/api/postback/?id={{install_id}}&status=promo_{acct}"
+    assert body["events"][5]["postback_url"] == \
+        f"https://pb.example.com/api/postback/?id={{your installation id}}&status=promo_{acct}"
     assert body["events"][3]["id"] is None and body["events"][0]["id"] == 1
+    assert [e["postback_url"] for e in body["events"][3:5]] == [None, None]  # dep_2, dep_3: nobody posts them
     await query.catalog.set_secret(acct, "s3cr3t-Key")
     urls = [e["postback_url"] for e in (await query.call(t, "GET", f"{S}/events")).json()["events"]]
-    assert all(u.endswith("&key=s3cr3t-Key") for u in urls) and f"status=dep_3_{acct}&" in urls[4]
+    postable = urls[:3] + urls[5:]
+    assert all(u.endswith("&key=s3cr3t-Key") for u in postable) and f"status=dep_{acct}&" in urls[2]
+    assert urls[3:5] == [None, None]
 
 
 async def test_device_lookup(query):

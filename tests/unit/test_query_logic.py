@@ -90,8 +90,11 @@ def test_overview_order():
 
 
 def test_postback_url_with_and_without_secret():
-    assert views.postback_url("https://x.io/", "promo", 7, None) == "https://x.io/api/postback/?id={install_id}&status=promo_7"
-    assert views.postback_url("https://x.io", "dep_2", 7, "a b&c").endswith("status=dep_2_7&key=a%20b%26c")
+    """PushExpress's placeholder verbatim; the secret URL-encoded; no URL for derived ordinals."""
+    assert views.postback_url("https://x.io/", "promo", 7, None) == \
+        "https://x.io/api/postback/?id={your installation id}&status=promo_7"
+    assert views.postback_url("https://x.io", "dep", 7, "a b&c").endswith("status=dep_7&key=a%20b%26c")
+    assert [views.postback_url("https://x.io", c, 7, "s") for c in ("dep_2", "dep_17")] == [None, None]
 
 
 def test_device_view_orders_events():

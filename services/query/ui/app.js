@@ -212,8 +212,15 @@ function renderEvents() {
 function eventRow(e) {
   const custom = e.type === "CUSTOM";
   const url = e.postback_url || "";
-  const copy = h("button", { type: "button", class: "copy small-btn", "aria-label": `Copy the postback URL of ${e.code}`, text: "Copy" });
-  copy.addEventListener("click", () => copyText(url, copy));
+  // Derived rows (dep_2, dep_3, ...) have no URL: nobody posts them, the system counts them from dep.
+  let urlCell;
+  if (url) {
+    const copy = h("button", { type: "button", class: "copy small-btn", "aria-label": `Copy the postback URL of ${e.code}`, text: "Copy" });
+    copy.addEventListener("click", () => copyText(url, copy));
+    urlCell = h("td", { class: "url-cell" }, h("div", { class: "url-box" }, h("code", { class: "url", title: url, text: shortUrl(url) }), copy));
+  } else {
+    urlCell = h("td", { class: "url-cell derived" }, h("span", { class: "muted small", text: "counted from dep (no URL)" }));
+  }
   const actions = h("td", { class: "actions" });
   if (custom) {
     const toggle = h("button", {
@@ -239,7 +246,7 @@ function eventRow(e) {
     h("td", { class: "type" }, h("span", { class: `tag ${custom ? "tag-custom" : /^dep/.test(e.code) ? "tag-dep" : "tag-system"}`, text: typeLabel(e) })),
     h("td", { class: "status" }, h("span", { class: `pill ${e.status === 1 ? "on" : "off"}`, text: e.status === 1 ? "Active" : "Inactive" })),
     h("td", { class: "num devices", text: fmt.format(e.devices) }),
-    h("td", { class: "url-cell" }, h("div", { class: "url-box" }, h("code", { class: "url", title: url, text: shortUrl(url) }), copy)),
+    urlCell,
     actions,
   );
 }
@@ -619,6 +626,7 @@ const REASONS = {
   invalid_tid: "Bad transaction id",
   invalid_amount: "Bad amount",
   invalid_currency: "Bad currency",
+  derived_event: "Derived event (send dep)",
   duplicate_parameter: "Parameter given twice",
   malformed_query: "Malformed URL",
   query_too_long: "URL too long",
