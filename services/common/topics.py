@@ -199,9 +199,7 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int | TopicSpec], t
             await admin.start()
             existing = set(await admin.list_topics())
             brokers = len((await admin.describe_cluster())["brokers"])
-            missing = [new_topic(name, spec, brokers) for name, spec in specs.items() if name not in existing]
-            if missing:
-                _raise_final_errors(await admin.create_topics(missing), bootstrap)
+            # Checked before anything is created: a refusal changes nothing.
             checked = [name for name, spec in specs.items() if spec.whole_log and name in existing]
             if checked:
                 for name, configs in (await _describe(admin, checked)).items():
@@ -209,6 +207,9 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int | TopicSpec], t
                         name, configs, int(specs[name].configs.get("retention.ms", FOREVER)), bootstrap)
                     if problem:
                         raise TopicMisconfigured(problem)
+            missing = [new_topic(name, spec, brokers) for name, spec in specs.items() if name not in existing]
+            if missing:
+                _raise_final_errors(await admin.create_topics(missing), bootstrap)
             existing = set(await admin.list_topics())
             if all(name in existing for name in specs):
                 return

@@ -63,6 +63,7 @@ async def test_a_postbacks_topic_with_finite_retention_is_refused_with_what_to_d
     assert "PBSEG_POSTBACKS_RETENTION_MS=1000" in message
     with pytest.raises(TopicMisconfigured, match="retention.ms=1000"):
         await ensure_topics(infra.kafka, topic_plan(settings), timeout_s=20)
+    assert await describe_topic_configs(infra.kafka, settings.topic_device_events) is None  # refused: nothing made
 
     await check_postbacks_topic(infra.kafka, settings.model_copy(update={"postbacks_retention_ms": 1000}))
 
