@@ -55,7 +55,9 @@ def readiness_url(name: str, settings: StackSettings, env: dict[str, str] | None
 
 def start_service(name: str, settings: StackSettings, env: dict[str, str] | None = None, log_name: str | None = None) -> None:
     log_name = log_name or name
-    start_process(log_name, service_argv(name, settings), env=env or dict(os.environ))
+    # supervised: a crash is restarted and logged (services/devstack/supervise.py)
+    start_process(log_name, [str(BIN / "python"), "-m", "services.devstack.supervise", "--",
+                             *service_argv(name, settings)], env=env or dict(os.environ))
     url = readiness_url(name, settings, env)
     if url:
         wait_until(log_name, lambda: http_ok(url), timeout=60)
