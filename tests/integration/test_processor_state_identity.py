@@ -130,3 +130,42 @@ async def test_a_watermark_beyond_the_log_end_is_refused(world, infra, redis_cli
     out = await refusal(env)
     assert "applied up to offset 1000" in out
     assert await store.identities(range(PARTITIONS)) == {p: None for p in range(PARTITIONS)}  # nothing recorded
+
+
+async def test_offsets_the_log_no_longer_holds_stop_the_worker_saying_so(world, infra, redis_client, key_prefix):
+    """Records deleted from the log before they were applied (retention): the worker does not
+    jump to what is left (no auto_offset_reset), it stops and names the partition and offsets."""
+    from aiokafka import TopicPartition
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin.records_to_delete import RecordsToDelete
+
+    env, store = world
+    topic = env["PBSEG_TOPIC_POSTBACKS"]
+    marks = await apply_with_a_worker(env, store, infra, items(0, 40))
+    p = max(marks, key=marks.get)
+    admin = AIOKafkaAdminClient(bootstrap_servers=infra.kafka)
+    await admin.start()
+    try:
+        # the next offsets of partition p arrive and are deleted before a worker applies them
+        await produce(infra.kafka, topic, items(1000, 200))
+        ends = await _end_offsets(infra, topic)
+        await admin.delete_records({TopicPartition(topic, p): RecordsToDelete(ends[p])}, timeout_ms=10000)
+    finally:
+        await admin.close()
+    worker = start_worker(env)
+    out, _ = await asyncio.to_thread(worker.communicate, timeout=60)
+    assert worker.returncode != 0
+    assert f"partition {p}: needs offset {marks[p] + 1}, the log starts at {ends[p]}" in out, out
+    assert (await store.watermarks([p]))[p] == marks[p]  # nothing skipped on the truncated partition
+
+
+async def _end_offsets(infra, topic):
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        return {tp.partition: offset for tp, offset in ends.items()}
+    finally:
+        await consumer.stop()
