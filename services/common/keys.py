@@ -57,6 +57,12 @@ class CatalogKeys:
         """Counter bumped on every catalog change; caches poll it to reload."""
         return f"{self.tag}:version"
 
+    @property
+    def cursor_secret(self) -> str:
+        """String: the deployment's HMAC key for device-page cursors when QUERY_CURSOR_SECRET is
+        unset (random, created once with SET NX by the first query process that needs it)."""
+        return f"{self.tag}:cursor_secret"
+
 
 # Every key of one partition, after its hash tag: the template of each, by name. The Python
 # methods below and the Lua scripts (through `lua_header`) both build keys from this table.

@@ -5,8 +5,10 @@ from __future__ import annotations
 import redis.asyncio as aioredis
 
 
-def async_redis(url: str, **kwargs) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, socket_connect_timeout=2, health_check_interval=30, **kwargs)
+def async_redis(url: str, *, socket_connect_timeout: float = 2, **kwargs) -> aioredis.Redis:
+    """A client for `url`; other keyword arguments go to redis-py (e.g. `socket_timeout`, `retry`:
+    the query service bounds every call by them, services/query/bootstrap.py)."""
+    return aioredis.Redis.from_url(url, socket_connect_timeout=socket_connect_timeout, health_check_interval=30, **kwargs)
 
 
 # The processor's apply script uses SET ... NX GET (Redis >= 7.0), and every service reads what it writes.

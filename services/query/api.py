@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from services.common.catalog import CatalogStore
 from services.common.clock import Clock, SystemClock
 from services.query import device_routes, event_routes, segment_routes
+from services.query.cursor_secret import CursorSecret
 from services.query.devices import DeviceLookup
 from services.query.errors import install_error_handlers
 from services.query.metrics import HttpMetrics
@@ -25,7 +26,8 @@ from services.query.ui_routes import ui_router
 DESCRIPTION = """Custom events (PushExpress v2 shape), segment analytics and device selection.
 
 Authenticate with `Authorization: Bearer <api key>` (`pbseg accounts create`). Every error is
-JSON `{"error": "<machine code>", "message": "..."}`. Limits: 64 codes per include/exclude list,
+JSON `{"error": "<machine code>", "message": "..."}`; 503 `unavailable` with `Retry-After`
+when Redis does not answer (retry). Limits: 64 codes per include/exclude list,
 5,000 devices per page, event list offset at most 10,000, 10,000 custom events per account."""
 
 
@@ -41,6 +43,8 @@ def build_api(settings: QuerySettings, catalog: CatalogStore, segments: SegmentI
     api.state.rejected = rejected
     api.state.registry = registry
     api.state.clock = clock or SystemClock()
+    configured = settings.cursor_secret.get_secret_value().encode() if settings.cursor_secret else None
+    api.state.cursor_secret = CursorSecret(catalog.redis, settings.key_prefix, configured)
     api.state.overview = OverviewCounts(segments.device_counts, api.state.clock, settings.overview_fresh_ms,
                                         settings.overview_stale_ms)
     install_error_handlers(api)

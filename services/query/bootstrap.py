@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 
 import structlog
 from prometheus_client import CollectorRegistry
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.common.catalog import CatalogStore
 from services.common.logs import configure_logging
@@ -23,7 +25,10 @@ log = structlog.get_logger("query")
 def create_app(settings: QuerySettings | None = None):
     settings = settings or QuerySettings()
     configure_logging(settings.log_level, settings.log_format)
-    redis = async_redis(settings.redis_url)
+    # Every Redis call of a request is bounded by QUERY_REDIS_TIMEOUT_S and not retried here
+    # (redis-py would retry 3 times by default): a frozen Redis is a 503 within about that long.
+    redis = async_redis(settings.redis_url, socket_connect_timeout=settings.redis_timeout_s,
+                        socket_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0))
     registry = CollectorRegistry()
     rejected = RejectedLog(redis, settings.key_prefix, settings.topic_rejected, settings.rejected_keep,
                            int(settings.rejected_ttl_days * 86_400_000))

@@ -1,10 +1,14 @@
-"""Every error is JSON {"error": <machine code>, "message": <for people>}; bad input is a 4xx."""
+"""Every error is JSON {"error": <machine code>, "message": <for people>}; bad input is a 4xx.
+Any Redis failure in a request (unreachable, timed out, loading, OOM, a failed script) is
+503 `unavailable` with `Retry-After`, never a 500: the request did nothing the caller must undo."""
 
 from __future__ import annotations
 
+import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.catalog import CatalogError
@@ -13,6 +17,10 @@ _STATUS = {
     "event_not_found": 404, "device_not_found": 404, "duplicate_code": 409, "event_limit": 409,
     "reserved_code": 422, "system_event": 403, "code_immutable": 409, "unknown_account": 404,
 }
+
+
+log = structlog.get_logger("query")
+RETRY_AFTER_S = 1
 
 
 class ApiError(Exception):
@@ -40,6 +48,12 @@ def install_error_handlers(api: FastAPI) -> None:
     @api.exception_handler(CatalogError)
     async def _catalog_error(_: Request, exc: CatalogError):
         return error_response(_STATUS.get(exc.error, 409), exc.error, exc.message)
+
+    @api.exception_handler(RedisError)
+    async def _unavailable(request: Request, exc: RedisError):
+        log.warning("redis_unavailable", path=request.url.path, error=type(exc).__name__, detail=str(exc)[:200])
+        return JSONResponse({"error": "unavailable", "message": f"the data store did not answer ({type(exc).__name__}); "
+                             f"retry in {RETRY_AFTER_S} s"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):

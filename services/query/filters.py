@@ -1,4 +1,4 @@
-"""The filter as the API takes it (pydantic request bodies) and the device-page cursor.
+"""The filter as the API takes it (pydantic request bodies); the device-page cursor is services/query/cursors.py.
 
 The filter's meaning - which devices it selects - is the domain's (services/domain/filters.py);
 this module only validates the request's shape and converts it.
@@ -6,8 +6,6 @@ this module only validates the request's shape and converts it.
 
 from __future__ import annotations
 
-import base64
-from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,7 +38,8 @@ class FilterBody(BaseModel):
 class DevicePageRequest(FilterBody):
     model_config = ConfigDict(title="DevicePageRequest")
 
-    cursor: str | None = Field(None, max_length=200, description="`next_cursor` of the previous page; omit for the first")
+    cursor: str | None = Field(None, max_length=200, description="`next_cursor` of the previous page (opaque, signed: "
+                                  "any other value is 422 `invalid_cursor`); omit for the first")
     limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description=f"devices per page, at most {MAX_PAGE}")
 
 
@@ -48,35 +47,3 @@ class VerdictRequest(FilterBody):
     model_config = ConfigDict(title="VerdictRequest")
 
     install_id: str = Field(pattern=INSTALL_ID_PATTERN, description="the device's installation id")
-
-
-@dataclass(frozen=True)
-class Cursor:
-    """Where the next page starts: partition, device number, and the filter it belongs to."""
-
-    partition: int
-    position: int
-    fingerprint: str
-
-    def encode(self) -> str:
-        raw = f"v1:{self.partition}:{self.position}:{self.fingerprint}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-class CursorError(ValueError):
-    pass
-
-
-def decode_cursor(text: str, fingerprint: str, partitions: int) -> Cursor:
-    """Raises CursorError when the cursor is malformed, from another filter or another layout."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-        version, p, pos, fp = raw.split(":")
-        cursor = Cursor(int(p), int(pos), fp)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise CursorError("the cursor is not one this API returned") from exc
-    if version != "v1" or not 0 <= cursor.partition < partitions or cursor.position < 0:
-        raise CursorError("the cursor is not one this API returned")
-    if cursor.fingerprint != fingerprint:
-        raise CursorError("the cursor belongs to a different filter; send the same filter with its cursor")
-    return cursor

@@ -3,31 +3,39 @@
 -- Builds into KEYS[1] (a scratch key in the partition's hash tag) the bitmap of the devices of
 -- one account and partition that match a filter; KEYS[2] = a second scratch key (exclusions).
 -- ARGV[1] = partition tag, ARGV[2] = account id, ARGV[3] = 'all' | 'any',
--- ARGV[4] = number of included codes n, ARGV[5] = number of excluded codes m,
--- ARGV[6..5+n] = included codes, ARGV[6+n..5+n+m] = excluded codes, the rest = script-specific.
+-- ARGV[4] = TTL of the scratch keys in ms, ARGV[5] = number of included codes n,
+-- ARGV[6] = number of excluded codes m, ARGV[7..6+n] = included codes,
+-- ARGV[7+n..6+n+m] = excluded codes, the rest = script-specific.
 -- An empty include list means every device of the account (the `install` bitmap).
+-- Each scratch key gets its TTL right after it is made: a script that fails later (its writes
+-- stay) leaves nothing that outlives the TTL; the scripts delete them on success.
 local tag, acct, mode = ARGV[1], ARGV[2], ARGV[3]
-local n_in, n_ex = tonumber(ARGV[4]), tonumber(ARGV[5])
+local scratch_ttl = ARGV[4]
+local n_in, n_ex = tonumber(ARGV[5]), tonumber(ARGV[6])
 local scratch = KEYS[1]
-local extra = 6 + n_in + n_ex
+local extra = 7 + n_in + n_ex
 local function seg(code) return key_segment(tag, acct, code) end
 local function build_filter()
   local include = {}
-  for i = 6, 5 + n_in do include[#include + 1] = seg(ARGV[i]) end
+  for i = 7, 6 + n_in do include[#include + 1] = seg(ARGV[i]) end
   if #include == 0 then include[1] = seg('install') end
   redis.call('BITOP', mode == 'any' and 'OR' or 'AND', scratch, unpack(include))
+  redis.call('PEXPIRE', scratch, scratch_ttl)
   if n_ex > 0 then
     local exclude = {}
-    for i = 6 + n_in, 5 + n_in + n_ex do exclude[#exclude + 1] = seg(ARGV[i]) end
+    for i = 7 + n_in, 6 + n_in + n_ex do exclude[#exclude + 1] = seg(ARGV[i]) end
     local ex = KEYS[2]
     -- X AND NOT Y == X XOR (X AND Y): immune to bitmaps of different lengths.
     if #exclude == 1 then
       redis.call('BITOP', 'AND', ex, scratch, exclude[1])
     else
       redis.call('BITOP', 'OR', ex, unpack(exclude))
+      redis.call('PEXPIRE', ex, scratch_ttl)
       redis.call('BITOP', 'AND', ex, ex, scratch)
     end
+    redis.call('PEXPIRE', ex, scratch_ttl)  -- again: BITOP's destination loses its TTL
     redis.call('BITOP', 'XOR', scratch, scratch, ex)
+    redis.call('PEXPIRE', scratch, scratch_ttl)  -- BITOP's destination loses its TTL
     redis.call('DEL', ex)
   end
 end

@@ -13,7 +13,8 @@ from services.query.auth import Account
 from services.query.errors import ApiError
 from services.domain.codes import DEP, deposit_ordinal
 from services.domain.filters import SegmentFilter, unknown_codes, verdict
-from services.query.filters import CursorError, DevicePageRequest, FilterBody, VerdictRequest, decode_cursor
+from services.query.cursors import CursorError, decode_cursor, encode_cursor
+from services.query.filters import DevicePageRequest, FilterBody, VerdictRequest
 from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents, VerdictOut
 from services.query.segments import SegmentIndex
 
@@ -64,27 +65,38 @@ async def count(body: FilterBody, account: Account, request: Request) -> CountOu
 @router.post("/devices", response_model=DevicePageOut)
 async def devices(body: DevicePageRequest, account: Account, request: Request) -> DevicePageOut:
     """One page of matching install ids. Pages are stable: walking them with `next_cursor`
-    returns every device that matched for the whole walk exactly once."""
+    returns every device that matched for the whole walk exactly once. Cursors are signed: one
+    this API did not issue to this account for this filter is 422 `invalid_cursor`."""
     f = await _checked(request, account, body)
     index = _index(request)
+    key = await request.app.state.cursor_secret.get()
     try:
-        start = decode_cursor(body.cursor, f.fingerprint(), index.partitions) if body.cursor else None
+        start = decode_cursor(body.cursor, key, account, f.fingerprint(), index.partitions) if body.cursor else None
     except CursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
     page = await index.page(account, f, start, body.limit)
-    return DevicePageOut(devices=page.install_ids, next_cursor=page.next_cursor.encode() if page.next_cursor else None)
+    nxt = encode_cursor(page.next_cursor, key, account) if page.next_cursor else None
+    return DevicePageOut(devices=page.install_ids, next_cursor=nxt)
 
 
 @router.post("/export", response_class=StreamingResponse,
              responses={200: {"content": {"application/x-ndjson": {}}, "description": "one {\"install_id\"} per line"}})
 async def export(body: FilterBody, account: Account, request: Request) -> StreamingResponse:
-    """Every matching device as NDJSON, streamed page by page."""
+    """Every matching device as NDJSON, streamed page by page. The first page is read before
+    the reply starts, so Redis failing then is a 503; failing later aborts the stream (the
+    chunked body never ends, so a client sees an error rather than a shorter list)."""
     f = await _checked(request, account, body)
-    index = _index(request)
+    pages = _index(request).walk(account, f)
+    first = await anext(pages, None)
 
     async def lines():
-        async for ids in index.walk(account, f):
-            yield b"".join(orjson.dumps({"install_id": i}) + b"\n" for i in ids)
+        ids = first
+        try:
+            while ids is not None:
+                yield b"".join(orjson.dumps({"install_id": i}) + b"\n" for i in ids)
+                ids = await anext(pages, None)
+        finally:
+            await pages.aclose()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")
 

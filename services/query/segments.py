@@ -1,8 +1,10 @@
 """Read side: segment counts and device pages over the per-partition bitmaps (Redis adapter).
 
 Reads only. Each partition's work is one Lua script (BITOP over that partition's bitmaps into
-a scratch key it deletes before returning), so a query never blocks the processor for longer
-than one partition's BITOPs, and the layout works on Redis Cluster unchanged.
+a scratch key it deletes before returning, with a TTL from the moment it exists, so a script
+that fails half-way leaves nothing for longer than `scratch_ttl_ms`), so a query never blocks
+the processor for longer than one partition's BITOPs, and the layout works on Redis Cluster
+unchanged. Redis errors propagate (the API answers 503).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys, lua_header
 from services.domain.filters import SegmentFilter
-from services.query.filters import Cursor
+from services.query.cursors import Cursor
 
 _HERE = Path(__file__).parent
 _PRELUDE = lua_header() + (_HERE / "segment_filter.lua").read_text()
 _COUNT = _PRELUDE + (_HERE / "segment_count.lua").read_text()
 _PAGE = _PRELUDE + (_HERE / "segment_page.lua").read_text()
+# Scratch keys live only while their script runs (Redis' clock stands still in a script), so
+# any TTL is long enough; this one only bounds what a failed script leaves behind.
+SCRATCH_TTL_MS = 10_000
 
 
 @dataclass(frozen=True)
@@ -33,17 +38,19 @@ class DevicePage:
 class SegmentIndex:
     """Counts and lists devices matching include/exclude filters."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, partitions: int):
+    def __init__(self, redis: aioredis.Redis, prefix: str, partitions: int, scratch_ttl_ms: int = SCRATCH_TTL_MS):
         self.redis = redis
         self.prefix = prefix
         self.partitions = partitions
+        self.scratch_ttl_ms = scratch_ttl_ms
         self._count = redis.register_script(_COUNT)
         self._page = redis.register_script(_PAGE)
 
     def _args(self, keys: PartitionKeys, account_id: int, f: SegmentFilter) -> tuple[list[str], list]:
         token = os.urandom(8).hex()
-        return [keys.scratch(token), keys.scratch(token + "x")], [keys.tag, account_id, f.include_match, len(f.event_include), len(f.event_exclude),
-                           *f.event_include, *f.event_exclude]
+        return [keys.scratch(token), keys.scratch(token + "x")], [
+            keys.tag, account_id, f.include_match, self.scratch_ttl_ms, len(f.event_include), len(f.event_exclude),
+            *f.event_include, *f.event_exclude]
 
     async def count(self, account_id: int, f: SegmentFilter) -> int:
         """Matching devices summed over partitions; one pipelined round trip."""

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
 from services.common.settings import CommonSettings
 
@@ -18,3 +18,17 @@ class QuerySettings(CommonSettings):
     # per-process cache up to this old, refreshed in the background until QUERY_OVERVIEW_STALE_MS.
     overview_fresh_ms: int = Field(0, alias="QUERY_OVERVIEW_FRESH_MS", ge=0, le=600_000)
     overview_stale_ms: int = Field(10_000, alias="QUERY_OVERVIEW_STALE_MS", ge=0, le=3_600_000)
+    # HMAC key of device-page cursors. Unset: one random secret per deployment, created in Redis
+    # by the first query process (services/query/cursor_secret.py).
+    cursor_secret: SecretStr | None = Field(None, alias="QUERY_CURSOR_SECRET")
+    # Longest wait for Redis to accept a connection or answer a command, then the request gets
+    # 503 (no retry: the caller retries). The slowest command, one partition's segment script,
+    # takes milliseconds; a frozen Redis thus answers 503 within about this long.
+    redis_timeout_s: float = Field(1.0, alias="QUERY_REDIS_TIMEOUT_S", ge=0.05, le=30)
+
+    @field_validator("cursor_secret")
+    @classmethod
+    def _secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("QUERY_CURSOR_SECRET must have at least 16 characters (or leave it unset)")
+        return value

@@ -21,6 +21,8 @@ from services.query.settings import QuerySettings
 from synthetic import write_devices
 
 PARTITIONS = 4
+# Short, so a test can watch what a failed segment script left behind expire.
+SCRATCH_TTL_MS = 300
 
 
 @dataclass
@@ -64,7 +66,7 @@ def make_settings(key_prefix: str, redis_url: str) -> QuerySettings:
 async def query(infra, key_prefix, redis_client):
     settings = make_settings(key_prefix, infra.redis_url)
     catalog = CatalogStore(redis_client, key_prefix)
-    app = build_api(settings, catalog, SegmentIndex(redis_client, key_prefix, PARTITIONS),
+    app = build_api(settings, catalog, SegmentIndex(redis_client, key_prefix, PARTITIONS, scratch_ttl_ms=SCRATCH_TTL_MS),
                     DeviceLookup(redis_client, key_prefix, PARTITIONS),
                     RejectedLog(redis_client, key_prefix, "rejected-test", 1000, 86_400_000),
                     registry=CollectorRegistry(), clock=FixedClock())

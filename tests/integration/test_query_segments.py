@@ -4,20 +4,26 @@ cursor pages, export, overview and device lookup."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import string
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from prometheus_client import CollectorRegistry
 from cleanup import delete_prefix
-from query_fixtures import PARTITIONS, make_settings, ndjson, query  # noqa: F401
+from pydantic import SecretStr
+from query_fixtures import PARTITIONS, SCRATCH_TTL_MS, make_settings, ndjson, query  # noqa: F401
+from redis.exceptions import ResponseError
+from waiting import wait_for
 
 from services.common.catalog import CatalogStore
 from services.common.clock import FixedClock
-from services.common.keys import NAMES_BUCKET, PartitionKeys
+from services.common.keys import NAMES_BUCKET, CatalogKeys, PartitionKeys
 from services.common.redis_conn import async_redis
 from services.domain.filters import SegmentFilter, selects
 from services.query.api import build_api
+from services.query.cursors import Cursor
 from services.query.devices import DeviceLookup, partition_of
 from services.query.rejected import RejectedLog
 from services.query.segments import SegmentIndex
@@ -185,6 +191,97 @@ async def test_filter_errors_are_422_and_name_the_codes(query):
     for cursor in ("garbage", "djE6OTk6MDphYmM", "", "=" * 10):
         r = await query.call(t, "POST", f"{S}/devices", json={"limit": 2, "cursor": cursor})
         assert r.status_code in (200, 422) and (r.status_code == 200) == (cursor == ""), (cursor, r.text)
+
+
+async def scratch_keys(redis, prefix: str) -> list[tuple[bytes, int]]:
+    """Every scratch key of the prefix with its remaining TTL in ms."""
+    found = []
+    for p in range(PARTITIONS):
+        async for key in redis.scan_iter(match=PartitionKeys(prefix, p).scratch("*"), count=1000):
+            found.append((key, await redis.pttl(key)))
+    return found
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+async def test_forged_cursors_are_422_and_touch_nothing(query):
+    """A 20-digit position (signed or as the old unsigned v1), an edited cursor and another
+    account's cursor: 422 invalid_cursor saying to start again, and no scratch key appears."""
+    t, other = await query.tenant("a"), await query.tenant("b")
+    await query.devices(t, {f"x{i}": {"reg": 1} for i in range(9)})
+    await query.devices(other, {f"y{i}": {"reg": 1} for i in range(9)})
+    page = (await query.call(t, "POST", f"{S}/devices", json={"limit": 2})).json()
+    good = page["next_cursor"]
+    assert len(good) <= 200 and set(good) <= set(string.ascii_letters + string.digits + "-_")
+    fp = SegmentFilter((), ()).fingerprint()
+    theirs = (await query.call(other, "POST", f"{S}/devices", json={"limit": 2})).json()["next_cursor"]
+    middle = len(good) // 2
+    edited = good[:middle] + ("A" if good[middle] != "A" else "B") + good[middle + 1:]
+    forged = {
+        "unsigned v1, 20-digit position": b64(f"v1:0:{10**19 + 7}:{fp}".encode()),
+        "v2 with a made-up MAC": b64(b"\x00" * 16 + f"v2:0:{10**19 + 7}:{fp}".encode()),
+        "edited": edited,
+        "another account's": theirs,
+    }
+    for what, cursor in forged.items():
+        resp = await query.call(t, "POST", f"{S}/devices", json={"limit": 2, "cursor": cursor})
+        assert resp.status_code == 422, (what, resp.text)
+        assert resp.json()["error"] == "invalid_cursor" and "start again without a cursor" in resp.json()["message"], what
+    assert await scratch_keys(query.redis, query.settings.key_prefix) == []
+    rest = (await query.call(t, "POST", f"{S}/devices", json={"limit": 100, "cursor": good})).json()
+    assert sorted(page["devices"] + rest["devices"]) == sorted(f"x{i}" for i in range(9))
+
+
+async def test_cursors_survive_a_restart_and_agree_across_processes(query, key_prefix, redis_client):
+    """Without QUERY_CURSOR_SECRET the secret is created once in Redis: a second app (another
+    process, or this one restarted) follows the first one's cursors; a configured secret wins."""
+    t = await query.tenant()
+    await query.devices(t, {f"x{i}": {"reg": 1} for i in range(5)})
+    cursor = (await query.call(t, "POST", f"{S}/devices", json={"limit": 2})).json()["next_cursor"]
+    secret = await redis_client.get(CatalogKeys(key_prefix).cursor_secret)
+    assert secret and len(secret) >= 32
+
+    def second_app(**extra):
+        settings = make_settings(key_prefix, query.settings.redis_url).model_copy(update=extra)
+        return build_api(settings, query.catalog, SegmentIndex(redis_client, key_prefix, PARTITIONS),
+                         DeviceLookup(redis_client, key_prefix, PARTITIONS),
+                         RejectedLog(redis_client, key_prefix, "r", 10, 1000), registry=CollectorRegistry())
+
+    for app, status in ((second_app(), 200), (second_app(cursor_secret=SecretStr("configured-secret-0123")), 422)):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q") as client:
+            resp = await client.post(f"{S}/devices", json={"limit": 10, "cursor": cursor}, headers=t.headers)
+            assert resp.status_code == status, resp.text
+    assert await redis_client.get(CatalogKeys(key_prefix).cursor_secret) == secret
+
+
+async def test_a_failed_segment_script_leaves_only_expiring_scratch_keys(query):
+    """A script that fails half-way (a position BITPOS refuses; a WRONGTYPE bitmap) keeps its
+    writes, so its scratch keys carry a TTL from the start and are gone once it passes; over
+    HTTP such a failure is 503 unavailable, not 500."""
+    t = await query.tenant()
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "p", "code": "promo"})
+    await query.call(t, "POST", "/api/b/v2/events", json={"name": "c", "code": "churn"})
+    await query.devices(t, {f"d{i}": {"reg": 1, "promo": i % 2} for i in range(40)})
+    prefix, index = query.settings.key_prefix, query.app.state.segments
+    for p in range(PARTITIONS):  # a key of the wrong type where a bitmap should be
+        await query.redis.hset(PartitionKeys(prefix, p).segment(t.account_id, "churn"), "x", 1)
+    reg = SegmentFilter(("reg",), ())
+    with pytest.raises(ResponseError):
+        await index.page(t.account_id, reg, Cursor(0, 10**20, reg.fingerprint()), 10)
+    with pytest.raises(ResponseError):
+        await index.count(t.account_id, SegmentFilter(("reg",), ("promo", "churn")))
+    resp = await query.call(t, "POST", f"{S}/count", json={"event_include": ["reg"], "event_exclude": ["promo", "churn"]})
+    assert resp.status_code == 503 and resp.json()["error"] == "unavailable" and resp.headers["retry-after"] == "1", resp.text
+    left = await scratch_keys(query.redis, prefix)
+    assert left and all(0 < ttl <= SCRATCH_TTL_MS for _, ttl in left), left
+
+    async def all_expired():
+        return await scratch_keys(query.redis, prefix) == []
+    await wait_for(all_expired, timeout=10, interval=0.05, message="the scratch keys to expire")
+    ok = await query.call(t, "POST", f"{S}/count", json={"event_include": ["reg"], "event_exclude": ["promo"]})
+    assert ok.json() == {"count": 20} and await scratch_keys(query.redis, prefix) == []
 
 
 async def test_overview_orders_events_and_counts_devices(query):

@@ -12,7 +12,7 @@ from services.domain.device_state import EventStat, parse_device_state
 from services.domain.filters import SegmentFilter, unknown_codes, verdict
 from services.query import event_views as views
 from services.query.device_state import device_view
-from services.query.filters import Cursor, CursorError, decode_cursor
+from services.query.cursors import FORGED, Cursor, CursorError, decode_cursor, encode_cursor
 
 
 def test_reserved_codes():
@@ -38,21 +38,59 @@ def test_unknown_codes_keeps_order_and_names_each_once():
     assert unknown_codes(["reg", "zz", "promo", "zz", "dep_3", "dep_1", "aa"], {"promo"}) == ["zz", "dep_1", "aa"]
 
 
-@given(st.integers(0, 1023), st.integers(0, 2**40), st.text("0123456789abcdef", min_size=12, max_size=12))
-def test_cursor_round_trips(partition, position, fp):
+KEY = b"k" * 32
+FP = "aaaaaaaaaaaa"
+
+
+@given(st.integers(0, 1023), st.integers(0, 2**53), st.text("0123456789abcdef", min_size=12, max_size=12),
+       st.integers(1, 10**18))
+def test_cursor_round_trips_opaque_urlsafe_and_short(partition, position, fp, account):
     c = Cursor(partition, position, fp)
-    assert decode_cursor(c.encode(), fp, 1024) == c
+    text = encode_cursor(c, KEY, account)
+    assert decode_cursor(text, KEY, account, fp, 1024) == c
+    assert len(text) <= 200 and set(text) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def test_cursor_is_refused_for_another_filter_or_layout():
-    c = Cursor(3, 10, "aaaaaaaaaaaa").encode()
+    c = encode_cursor(Cursor(3, 10, FP), KEY, 7)
     with pytest.raises(CursorError, match="different filter"):
-        decode_cursor(c, "bbbbbbbbbbbb", 8)
-    with pytest.raises(CursorError):
-        decode_cursor(c, "aaaaaaaaaaaa", 2)
-    for junk in ("", "x", "!!!", "djI6MTox"):
-        with pytest.raises(CursorError):
-            decode_cursor(junk, "aaaaaaaaaaaa", 8)
+        decode_cursor(c, KEY, 7, "bbbbbbbbbbbb", 8)
+    with pytest.raises(CursorError, match="start again without a cursor"):
+        decode_cursor(c, KEY, 7, FP, 2)
+    for junk in ("", "x", "!!!", "djI6MTox", "éé", c + "!", c[:-1]):
+        with pytest.raises(CursorError, match="start again without a cursor"):
+            decode_cursor(junk, KEY, 7, FP, 8)
+
+
+def _payload_cursor(payload: str, key: bytes = KEY, account: int = 7) -> str:
+    """A cursor around any payload, with a MAC made by someone who knows `key`."""
+    import base64
+    import hashlib
+    import hmac
+    mac = hmac.new(key, f"{account}|{payload}".encode(), hashlib.sha256).digest()[:16]
+    return base64.urlsafe_b64encode(mac + payload.encode()).decode().rstrip("=")
+
+
+def test_forged_edited_foreign_and_unsigned_cursors_are_refused_alike():
+    """An edited byte, a 20-digit position, another account's or another key's cursor and the
+    unsigned v1 cursors of earlier versions all get the same refusal."""
+    import base64
+    good = encode_cursor(Cursor(1, 5, FP), KEY, 7)
+    raw = bytearray(base64.urlsafe_b64decode(good + "=" * (-len(good) % 4)))
+    raw[-14] ^= 1  # a digit of the payload
+    edited = base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    unsigned_v1 = base64.urlsafe_b64encode(f"v1:0:{10**19}:{FP}".encode()).decode().rstrip("=")
+    forged = base64.urlsafe_b64encode(b"\0" * 16 + f"v2:0:{10**19}:{FP}".encode()).decode().rstrip("=")
+    for text, account, key in ((edited, 7, KEY), (good, 8, KEY), (good, 7, b"other" * 8), (unsigned_v1, 7, KEY),
+                               (forged, 7, KEY)):
+        with pytest.raises(CursorError) as err:
+            decode_cursor(text, key, account, FP, 8)
+        assert str(err.value) == FORGED
+    # Even correctly signed, a position beyond 2^53 or a non-canonical number is refused.
+    for payload in (f"v2:0:{2**53 + 1}:{FP}", f"v2:0:{10**19}:{FP}", f"v2:0:+5:{FP}", f"v2:0:05:{FP}", f"v1:0:5:{FP}"):
+        with pytest.raises(CursorError, match="start again"):
+            decode_cursor(_payload_cursor(payload), KEY, 7, FP, 8)
+    assert decode_cursor(_payload_cursor(f"v2:0:{2**53}:{FP}"), KEY, 7, FP, 8).position == 2**53
 
 
 def test_fingerprint_ignores_order_and_duplicates_but_not_meaning():

@@ -16,6 +16,7 @@ export class ApiError extends Error {
 const FRIENDLY = {
   unauthorized: "This API key was not accepted. Check it and sign in again.",
   rate_limited: "Too many requests right now. Wait a moment and try again.",
+  unavailable: "The data store is not answering right now. The page keeps what it shows and tries again.",
 };
 
 function detailToWords(detail) {
