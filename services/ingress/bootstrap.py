@@ -6,6 +6,9 @@ with the settings `__main__.main()` read; nothing here reads the environment.
 
 from __future__ import annotations
 
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
 from services.common.catalog import CatalogStore
 from services.common.clock import SystemClock
 from services.common.logs import configure_logging
@@ -34,7 +37,9 @@ def bootstrap(settings: IngressSettings) -> IngressApp:
     configure_logging(settings.log_level, settings.log_format)
     metrics = IngressMetrics()
     catalog = CatalogCache(
-        CatalogStore(async_redis(settings.redis_url), settings.key_prefix), settings.catalog_poll_s,
+        CatalogStore(async_redis(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                                 socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0)),
+                     settings.key_prefix), settings.catalog_poll_s,
         on_loaded=lambda snapshot: metrics.catalog_version.set(snapshot.version),
     )
     return IngressApp(settings, build_producer(settings, metrics), catalog, SystemClock(), metrics)

@@ -27,6 +27,9 @@ class IngressSettings(CommonSettings):
     kafka_max_batch_bytes: int = Field(65536, alias="INGRESS_KAFKA_MAX_BATCH_BYTES", ge=1024)
     # Rejected-postback records waiting for Kafka at most; beyond it they are counted, not sent.
     max_pending_rejected: int = Field(10_000, alias="INGRESS_MAX_PENDING_REJECTED", ge=1)
+    # A catalog read slower than this fails (the last snapshot keeps serving; the poll retries):
+    # bounds how long a frozen Redis can hold a request that re-checks the catalog.
+    redis_timeout_s: float = Field(1.0, alias="INGRESS_REDIS_TIMEOUT_S", gt=0, le=30)
     # How often the catalog cache polls the catalog version key.
     catalog_poll_s: float = Field(0.25, alias="INGRESS_CATALOG_POLL_S", gt=0, le=1.0)
 
