@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.common.catalog import CatalogStore
+from services.common.keys import PartitionKeys
 from services.common.logs import configure_logging
 from services.common.redis_conn import async_redis, check_redis
 from services.query.api import build_api
@@ -33,15 +34,19 @@ def create_app(settings: QuerySettings | None = None):
     rejected = RejectedLog(redis, settings.key_prefix, settings.topic_rejected, settings.rejected_keep,
                            int(settings.rejected_ttl_days * 86_400_000))
 
+    segments = SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions)
+    devices = DeviceLookup(redis, settings.key_prefix, settings.postbacks_partitions)
+
     @asynccontextmanager
     async def lifespan(app):
         await check_redis(redis, settings.redis_url)
+        segments.partitions = devices.partitions = await partition_count(redis, settings)
         feed = None
         if settings.rejected_feed:
             feed = RejectedFeed(rejected, settings.kafka_bootstrap_servers, registry)
             app.state.rejected_feed = feed
             feed.start()
-        log.info("query_started", prefix=settings.key_prefix, partitions=settings.postbacks_partitions)
+        log.info("query_started", prefix=settings.key_prefix, partitions=segments.partitions)
         try:
             yield
         finally:
@@ -51,7 +56,18 @@ def create_app(settings: QuerySettings | None = None):
 
     return build_api(
         settings, CatalogStore(redis, settings.key_prefix),
-        SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions),
-        DeviceLookup(redis, settings.key_prefix, settings.postbacks_partitions),
-        rejected, registry=registry, lifespan=lifespan,
+        segments, devices, rejected, registry=registry, lifespan=lifespan,
     )
+
+
+async def partition_count(redis, settings: QuerySettings) -> int:
+    """The partition count the processor recorded with the state (its identity record,
+    services/domain/identity.py), else PBSEG_POSTBACKS_PARTITIONS: the query service reads the
+    layout the state has, not the one it is configured with."""
+    stored = await redis.hget(PartitionKeys(settings.key_prefix, 0).identity(settings.topic_postbacks), "partitions")
+    if stored is None:
+        return settings.postbacks_partitions
+    if int(stored) != settings.postbacks_partitions:
+        log.warning("partition_count_from_state", configured=settings.postbacks_partitions, stored=int(stored),
+                    message="PBSEG_POSTBACKS_PARTITIONS differs from the count the state was built with; using the state's")
+    return int(stored)

@@ -360,3 +360,19 @@ async def test_readyz_is_503_when_redis_is_away(key_prefix):
         ready = await client.get("/readyz")
         assert ready.status_code == 503 and ready.json()["error"] == "not_ready"
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_partition_count_comes_from_the_state(infra, key_prefix, redis_client):
+    """The processor records the partition count with the state; the query service reads that,
+    not PBSEG_POSTBACKS_PARTITIONS (a stale setting would miss or invent partitions)."""
+    from services.common.keys import PartitionKeys
+    from services.query.bootstrap import create_app
+
+    app = create_app(make_settings(key_prefix, infra.redis_url))
+    async with app.router.lifespan_context(app):
+        assert app.state.segments.partitions == PARTITIONS  # nothing recorded yet: the setting
+    await redis_client.hset(PartitionKeys(key_prefix, 0).identity("postbacks.v1"),
+                            mapping={"topic_id": "x", "partitions": PARTITIONS + 3, "layout": 2})
+    app = create_app(make_settings(key_prefix, infra.redis_url))
+    async with app.router.lifespan_context(app):
+        assert app.state.segments.partitions == app.state.devices.partitions == PARTITIONS + 3
