@@ -48,6 +48,7 @@ def build_kafka_clients(s: ProcessorSettings) -> tuple[AIOKafkaConsumer, AIOKafk
 
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 5.0
 READY_PING_S = 1.0
+HEALTHY_AFTER_S = 1.0
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -131,18 +132,21 @@ class ProcessorService(mode.Service):
         watermarks) and goes on. Anything else stops the worker: every applied batch is atomic
         with its watermark, so a restart resumes exactly."""
         delay = RETRY_FIRST_S
+        loop = asyncio.get_running_loop()
         while True:
+            started, healthy = loop.time(), None
             try:
                 if recover is not None and name in self.paused:
                     await recover()
-                self.paused.pop(name, None)
-                metrics.PAUSED.labels(name).set(0)
-                delay = RETRY_FIRST_S
+                # back to ready once it has run this long without failing (not between retries)
+                healthy = loop.call_later(HEALTHY_AFTER_S, self._resumed, name)
                 await run()
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if healthy is not None:
+                    healthy.cancel()
                 if self.should_stop:  # shutting down: the clients were closed under the running task
                     return
                 if not (transient or is_transient)(exc):
@@ -150,12 +154,18 @@ class ProcessorService(mode.Service):
                     await self.crash(exc)
                     return
                 if name not in self.paused:
+                    delay = RETRY_FIRST_S
                     log.warning("processor_paused", part=name, error=repr(exc),
                                 message="a dependency failed; retrying with backoff, nothing is lost")
                 self.paused[name] = repr(exc)
                 metrics.PAUSED.labels(name).set(1)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
+
+    def _resumed(self, name: str) -> None:
+        if self.paused.pop(name, None) is not None:
+            metrics.PAUSED.labels(name).set(0)
+            log.info("processor_resumed", part=name)
 
     async def on_stop(self) -> None:
         for owner, method in (("consumer", "stop"), ("producer", "stop"), ("runner", "cleanup"), ("redis", "aclose")):
