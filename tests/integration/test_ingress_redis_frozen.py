@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -20,21 +18,16 @@ from services.common.catalog import CatalogStore
 from services.common.redis_conn import async_redis
 from services.common.topics import ensure_topics
 from services.devstack.procs import start_process, stop_process, wait_until
-from test_ingress_postbacks import free_port, ingress_ready, read_topic
-from waiting import wait_for
+from local_servers import free_port
+from test_ingress_postbacks import ingress_ready, read_topic
 
 
-async def test_a_frozen_redis_does_not_stop_the_ingress(infra, tmp_path):
+async def test_a_frozen_redis_does_not_stop_the_ingress(infra, private_redis):
     tag = uuid.uuid4().hex[:10]
-    redis_port = free_port()
-    redis_proc = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(redis_port),
-                                   "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                                  stdout=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{redis_port}/0"
+    redis_proc, url = private_redis
     name = f"test-{tag}-ingress-frozen"
     try:
         client = async_redis(url)
-        await wait_for(lambda: _pings(client), timeout=10, message="the private redis-server")
         account, _ = await CatalogStore(client, f"tf{tag}").create_account("frozen", 0)
         await client.aclose()
         port = free_port()
@@ -65,12 +58,3 @@ async def test_a_frozen_redis_does_not_stop_the_ingress(infra, tmp_path):
     finally:
         redis_proc.send_signal(signal.SIGCONT)
         await asyncio.to_thread(stop_process, name, 10)
-        redis_proc.kill()
-        redis_proc.wait(10)
-
-
-async def _pings(client) -> bool:
-    try:
-        return await client.ping()
-    except Exception:  # noqa: BLE001 - not up yet
-        return False

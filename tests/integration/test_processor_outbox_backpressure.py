@@ -6,7 +6,6 @@ consumption resumes, and every occurrence is published (duplicates byte-identica
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -19,17 +18,13 @@ from services.common.models import PostbackRecord
 from services.common.topics import ensure_topics
 from services.processor.store import DeviceStateStore
 from test_processor_pipeline import produce, read_all
+from local_servers import free_port
 from waiting import wait_for
 
 T0 = 1_764_000_000_000
 PARTITIONS = 2
 BOUND = 3
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wave(start: int, n: int) -> list[tuple[bytes, bytes]]:

@@ -5,9 +5,7 @@ applied exactly once. Before, a 10 s freeze ended the worker with redis TimeoutE
 
 from __future__ import annotations
 
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,17 +19,13 @@ from services.common.redis_conn import async_redis
 from services.common.topics import ensure_topics
 from services.processor.store import DeviceStateStore
 from test_processor_pipeline import produce
+from local_servers import free_port
 from waiting import wait_for
 
 T0 = 1_764_000_000_000
 PARTITIONS = 4
 DEVICES = 13
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def deposits(start: int, n: int) -> list[tuple[bytes, bytes]]:
@@ -41,22 +35,9 @@ def deposits(start: int, n: int) -> list[tuple[bytes, bytes]]:
 
 
 @pytest.fixture
-def private_redis(tmp_path):
-    port = free_port()
-    proc = subprocess.Popen([shutil.which("redis-server") or "/usr/bin/redis-server", "--port", str(port), "--bind",
-                             "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path),
-                             "--maxmemory-policy", "noeviction"], stdout=subprocess.DEVNULL)
-    yield proc, f"redis://127.0.0.1:{port}/0"
-    proc.send_signal(signal.SIGCONT)
-    proc.kill()
-    proc.wait(10)
-
-
-@pytest.fixture
 async def worker(infra, service_env, private_redis, tmp_path):
     proc_redis, url = private_redis
     client = async_redis(url)
-    await wait_for(lambda: _pings(client), timeout=10, message="the private redis-server")
     env = dict(service_env, REDIS_URL=url, PROCESSOR_DATADIR=str(tmp_path / "faust"), PROCESSOR_REDIS_TIMEOUT_S="3",
                PROCESSOR_WEB_PORT=str(free_port()))
     await ensure_topics(infra.kafka, {env["PBSEG_TOPIC_POSTBACKS"]: PARTITIONS, env["PBSEG_TOPIC_REJECTED"]: 1,
@@ -73,13 +54,6 @@ async def worker(infra, service_env, private_redis, tmp_path):
         proc.kill()
     log.close()
     await client.aclose()
-
-
-async def _pings(client) -> bool:
-    try:
-        return await client.ping()
-    except Exception:  # noqa: BLE001 - not up yet
-        return False
 
 
 async def applied(store) -> int:

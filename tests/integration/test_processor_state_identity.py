@@ -6,7 +6,6 @@ every new postback at or below the old watermark, silently, with /readyz 200."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import subprocess
 import sys
 
@@ -19,16 +18,12 @@ from services.common.models import PostbackRecord
 from services.common.topics import ensure_topics
 from services.processor.store import DeviceStateStore
 from test_processor_pipeline import produce
+from local_servers import free_port
 from waiting import wait_for
 
 T0 = 1_764_000_000_000
 PARTITIONS = 4
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def items(start: int, n: int) -> list[tuple[bytes, bytes]]:

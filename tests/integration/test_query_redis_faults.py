@@ -9,14 +9,10 @@ retry policy are the production ones.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
-import subprocess
 import time
 
 import httpx
-import pytest
 import redis.asyncio as aioredis
 from query_fixtures import make_settings
 from waiting import wait_for
@@ -28,39 +24,6 @@ from synthetic import write_devices
 S = "/api/b/v2/segments"
 BOUND_S = 2.0
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-async def private_redis(tmp_path):
-    """redis-server on a free port, no persistence; killed (after SIGCONT) at teardown."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.fail("redis-server is missing (Debian: apt-get install redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                             "--dir", str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    probe = aioredis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5)
-
-    async def answers():
-        try:
-            return await probe.ping()
-        except Exception:  # noqa: BLE001 - not up yet
-            return False
-    try:
-        await wait_for(answers, timeout=10, message="the private redis-server to answer")
-        yield proc, url
-    finally:
-        await probe.aclose()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 async def test_a_frozen_redis_is_503_with_retry_after_within_2_s_then_200_again(private_redis, key_prefix):
