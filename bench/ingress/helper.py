@@ -11,6 +11,7 @@ import urllib.request
 import orjson
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.keys import CatalogKeys
 from services.common.redis_conn import async_redis
 from services.common.topics import ensure_topics
@@ -20,7 +21,7 @@ CODES = ("first_open", "level_up", "purchase_view", "tutorial_done", "push_opt_i
 
 async def setup(redis_url: str, prefix: str, bootstrap: str, topics: list[str]) -> None:
     redis = async_redis(redis_url)
-    store = CatalogStore(redis, prefix)
+    store = CatalogStore(redis, prefix, MemoryIdLog())
     account_id, _ = await store.create_account("bench", 0)
     keys = CatalogKeys(prefix)
     async with redis.pipeline(transaction=True) as pipe:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from services.common.catalog import CatalogStore  # noqa: E402
+from services.common.catalog_ids import MemoryIdLog
 from services.common.keys import PartitionKeys  # noqa: E402
 from services.common.models import PostbackRecord  # noqa: E402
 from services.common.redis_conn import async_redis  # noqa: E402
@@ -313,7 +314,7 @@ async def latency_run(bootstrap: str, redis_url: str, rate: int, seconds: float,
     await ensure_topics(bootstrap, {topic: PARTITIONS, env["PBSEG_TOPIC_REJECTED"]: 2,
                                     env["PBSEG_TOPIC_DEVICE_EVENTS"]: PARTITIONS})
     redis = async_redis(redis_url)
-    account_id, _ = await CatalogStore(redis, prefix).create_account("bench", T0)
+    account_id, _ = await CatalogStore(redis, prefix, MemoryIdLog()).create_account("bench", T0)
     port = free_port()
     ingress_env = dict(env, INGRESS_BIND=f"127.0.0.1:{port}", INGRESS_WORKERS="1")  # the default server and client
     ingress = Proc([sys.executable, "-m", "services.ingress"], ingress_env, work / "ingress.log")

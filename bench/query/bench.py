@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from services.common.catalog import CatalogStore  # noqa: E402
+from services.common.catalog_ids import MemoryIdLog
 from services.common.keys import NAMES_BUCKET, PartitionKeys  # noqa: E402
 from services.common.redis_conn import async_redis  # noqa: E402
 from tests.synthetic import bitmap_bytes  # noqa: E402 - the test data writer (ROOT is on sys.path)
@@ -167,7 +168,7 @@ def time_http(client: httpx.Client, method: str, url: str, body, runs: int) -> t
 
 async def setup_catalog() -> str:
     client = async_redis(REDIS_URL)
-    store = CatalogStore(client, PREFIX)
+    store = CatalogStore(client, PREFIX, MemoryIdLog())
     account_id, key = await store.create_account("bench", 0)
     assert account_id == ACCOUNT
     for code in CUSTOM:

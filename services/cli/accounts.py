@@ -38,6 +38,7 @@ def _valid_secret(secret: str) -> bool:
 
 async def _run(args) -> int:
     from services.common.catalog import CatalogError, CatalogStore, key_id_of
+    from services.common.catalog_ids import IdLogUnavailable, id_log_for
     from services.common.clock import SystemClock
     from services.common.redis_conn import async_redis, check_redis
     from services.common.settings import CommonSettings
@@ -45,7 +46,8 @@ async def _run(args) -> int:
     settings = CommonSettings()
     redis = async_redis(settings.redis_url)
     await check_redis(redis, settings.redis_url)
-    store, now = CatalogStore(redis, settings.key_prefix), SystemClock().now_ms()
+    ids = id_log_for(settings)
+    store, now = CatalogStore(redis, settings.key_prefix, ids), SystemClock().now_ms()
     out: object
     try:
         cmd = args.accounts_cmd
@@ -79,7 +81,11 @@ async def _run(args) -> int:
     except CatalogError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
+    except IdLogUnavailable as exc:
+        print(f"error: {exc} (nothing was created; check that Kafka runs: `make up`)", file=sys.stderr)
+        return 1
     finally:
+        await ids.close()
         await redis.aclose()
     print(orjson.dumps(out).decode())
     return 0

@@ -33,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pbseg", description="postback segments operator CLI")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    from services.cli import accounts
+    from services.cli import accounts, catalog
 
     accounts.register(sub)
+    catalog.register(sub)
 
     sch = sub.add_parser("schemas", help="generate schemas/*.json from the models")
     sch.add_argument("schemas_cmd", choices=["write"])

@@ -4,6 +4,11 @@ Written by `pbseg accounts` and the query service, read by the ingress through a
 `CatalogSnapshot`. Every write bumps `CatalogKeys.version` in the same MULTI / Lua script,
 so readers can poll one small key and reload when it moves.
 
+Ids: an account or custom-event id is the offset of an allocation record on the catalog-ids
+topic (`IdLog`, services/common/catalog_ids.py), so an id handed to a caller is never handed out
+again, even after Redis loses its last writes; the record also carries what recreates the entity
+(`pbseg catalog check --restore`).
+
 Limits: at most `MAX_CUSTOM_EVENTS` custom events per account; event codes are unique per
 account case-insensitively (`Promo` and `promo` cannot both exist) and the reserved codes
 (services/domain/codes.py, `is_reserved_code`) are refused.
@@ -21,13 +26,19 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError, WatchError
 
+from services.common.catalog_ids import IdLog
 from services.common.keys import CatalogKeys
+from services.domain.catalog_ids import ACCOUNT, EVENT
 from services.domain.codes import FIRST_CUSTOM_ID, SYSTEM_EVENTS
 
 MAX_CUSTOM_EVENTS = 10_000
 _HERE = Path(__file__).parent
 _CREATE_EVENT = (_HERE / "catalog_event_create.lua").read_text()
 _CHANGE_EVENT = (_HERE / "catalog_event_change.lua").read_text()
+_CREATE_ACCOUNT = (_HERE / "catalog_account_create.lua").read_text()
+# An allocation refused as taken moves past the catalog's highest id; racing another writer
+# through a recreated log can take a few rounds, never more than this.
+_ALLOCATION_ROUNDS = 8
 
 
 def hash_api_key(api_key: str) -> str:
@@ -100,25 +111,49 @@ class CatalogStore:
     """Async Redis adapter for the catalog. Every write is atomic (MULTI or one Lua script)
     and bumps the version; reads never block writers. Raises CatalogError for refused changes."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str):
+    def __init__(self, redis: aioredis.Redis, prefix: str, ids: IdLog):
         self.redis = redis
         self.keys = CatalogKeys(prefix)
+        self.ids = ids
         self._create_event = redis.register_script(_CREATE_EVENT)
         self._change_event = redis.register_script(_CHANGE_EVENT)
+        self._create_account = redis.register_script(_CREATE_ACCOUNT)
 
     # -- accounts and API keys -------------------------------------------------------------
     async def create_account(self, name: str, now_ms: int) -> tuple[int, str]:
-        """Create an account and its first API key; returns (account_id, api_key)."""
-        account_id = int(await self.redis.incr(self.keys.account_seq))
+        """Create an account and its first API key; returns (account_id, api_key). The id is
+        durable in the id log before anything is stored (raises IdLogUnavailable otherwise)."""
         api_key = new_api_key()
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self.keys.accounts, str(account_id),
-                      orjson.dumps({"name": name, "created_at": now_ms, "secret": None}))
-            pipe.hset(self.keys.api_keys, hash_api_key(api_key),
-                      orjson.dumps({"account_id": account_id, "key_id": key_id_of(api_key), "created_at": now_ms}))
-            pipe.incr(self.keys.version)
-            await pipe.execute()
-        return account_id, api_key
+        entity = {"catalog": self.keys.prefix, "name": name, "created_at": now_ms, "key_hash": hash_api_key(api_key),
+                  "key_id": key_id_of(api_key)}
+        above = int(await self.redis.get(self.keys.account_seq) or 0)
+        for _ in range(_ALLOCATION_ROUNDS):
+            account_id = await self.ids.allocate(ACCOUNT, entity, above)
+            try:
+                await self.store_account(account_id, entity)
+                return account_id, api_key
+            except CatalogError as exc:
+                if exc.error != "id_taken":
+                    raise
+                above = int(exc.message.split()[-1])
+        raise CatalogError("id_taken", f"no free account id after {_ALLOCATION_ROUNDS} allocations")
+
+    async def store_account(self, account_id: int, entity: dict, restore: bool = False) -> None:
+        """Store an allocated account (`entity` as its allocation record has it). Raises
+        CatalogError('id_taken', '... <highest id stored>') when the id is not above every stored
+        id (unless `restore`) or is stored already."""
+        meta = orjson.dumps({"name": entity["name"], "created_at": entity["created_at"], "secret": None})
+        key = orjson.dumps({"account_id": account_id, "key_id": entity["key_id"], "created_at": entity["created_at"]})
+        keys = [self.keys.accounts, self.keys.api_keys, self.keys.account_seq, self.keys.version]
+        try:
+            await self._create_account(keys=keys, args=[account_id, meta, entity["key_hash"], key, "1" if restore else "0"])
+        except ResponseError as exc:
+            if str(exc).startswith("id_taken"):
+                raise CatalogError("id_taken", str(exc)) from exc
+            raise
+
+    async def has_api_key_hash(self, key_hash: str) -> bool:
+        return bool(await self.redis.hexists(self.keys.api_keys, key_hash))
 
     async def account_for_api_key(self, api_key: str) -> int | None:
         raw = await self.redis.hget(self.keys.api_keys, hash_api_key(api_key))
@@ -206,13 +241,40 @@ class CatalogStore:
 
     # -- custom events ---------------------------------------------------------------------
     async def create_event(self, account_id: int, name: str, code: str, now_ms: int) -> int:
-        """Create an active custom event; returns its id. The caller checks reserved codes.
-        Raises CatalogError('duplicate_code' | 'event_limit')."""
+        """Create an active custom event; returns its id, durable in the id log before anything is
+        stored. The caller checks reserved codes. Raises CatalogError('duplicate_code' |
+        'event_limit'), IdLogUnavailable."""
+        await self._refuse_duplicate(account_id, code)  # before allocating: no id spent on a refusal
+        entity = {"catalog": self.keys.prefix, "account_id": account_id, "name": name, "code": code, "created_at": now_ms}
+        above = int(await self.redis.get(self.keys.event_seq) or 0) + FIRST_CUSTOM_ID - 1
+        for _ in range(_ALLOCATION_ROUNDS):
+            event_id = await self.ids.allocate(EVENT, entity, above)
+            try:
+                return await self.store_event(event_id, entity)
+            except CatalogError as exc:
+                if exc.error != "id_taken":
+                    raise
+                above = int(exc.message.split()[-1])
+        raise CatalogError("id_taken", f"no free event id after {_ALLOCATION_ROUNDS} allocations")
+
+    async def _refuse_duplicate(self, account_id: int, code: str) -> None:
+        existing = await self.redis.hget(self.keys.event_codes(account_id), code.lower())
+        if existing is not None:
+            raise CatalogError("duplicate_code", f"an event with code `{code}` already exists (id {int(existing)}); "
+                               "codes are unique per account, case-insensitively")
+
+    async def store_event(self, event_id: int, entity: dict, restore: bool = False) -> int:
+        """Store an allocated custom event (`entity` as its allocation record has it)."""
+        account_id, code = int(entity["account_id"]), str(entity["code"])
         keys = [self.keys.events(account_id), self.keys.event_codes(account_id), self.keys.event_seq, self.keys.version]
+        args = [entity["name"], code, entity["created_at"], MAX_CUSTOM_EVENTS, FIRST_CUSTOM_ID - 1, event_id,
+                "1" if restore else "0"]
         try:
-            return int(await self._create_event(keys=keys, args=[name, code, now_ms, MAX_CUSTOM_EVENTS, FIRST_CUSTOM_ID - 1]))
+            return int(await self._create_event(keys=keys, args=args))
         except ResponseError as exc:
             msg = str(exc)
+            if msg.startswith("id_taken"):
+                raise CatalogError("id_taken", msg) from exc
             if msg.startswith("duplicate_code"):
                 raise CatalogError("duplicate_code", f"an event with code `{code}` already exists (id {msg.split()[-1]}); codes are unique per account, case-insensitively") from exc
             if msg.startswith("event_limit"):
@@ -229,7 +291,7 @@ class CatalogStore:
         return None if raw is None else CustomEvent.from_json(raw)
 
     async def _change(self, account_id: int, event_id: int, op: str, value: str, now_ms: int) -> CustomEvent | None:
-        keys = [self.keys.events(account_id), self.keys.event_codes(account_id), self.keys.version]
+        keys = [self.keys.events(account_id), self.keys.event_codes(account_id), self.keys.version, self.keys.deleted_events]
         try:
             raw = await self._change_event(keys=keys, args=[str(event_id), op, value, now_ms])
         except ResponseError as exc:

@@ -49,6 +49,11 @@ class CatalogKeys:
         return f"{self.tag}:event_codes:{account_id}"
 
     @property
+    def deleted_events(self) -> str:
+        """Set: ids of deleted custom events (their allocation records are not lost entities)."""
+        return f"{self.tag}:deleted_events"
+
+    @property
     def event_seq(self) -> str:
         return f"{self.tag}:event_seq"
 

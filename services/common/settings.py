@@ -19,6 +19,10 @@ class CommonSettings(BaseSettings):
     topic_postbacks: str = Field("postbacks.v1", alias="PBSEG_TOPIC_POSTBACKS")
     topic_rejected: str = Field("postbacks-rejected.v1", alias="PBSEG_TOPIC_REJECTED")
     topic_device_events: str = Field("device-events.v1", alias="PBSEG_TOPIC_DEVICE_EVENTS")
+    # Account and custom-event ids are offsets on this topic (services/domain/catalog_ids.py).
+    topic_catalog_ids: str = Field("catalog-ids.v1", alias="PBSEG_TOPIC_CATALOG_IDS")
+    # How long a catalog write waits for the id log to confirm an allocation (then 503 / exit 1).
+    catalog_id_timeout_s: float = Field(5.0, alias="PBSEG_CATALOG_ID_TIMEOUT_S", gt=0, le=60)
     # Partitions of the postbacks topic; the Redis layout is sharded by it (docs/architecture.md).
     postbacks_partitions: int = Field(8, alias="PBSEG_POSTBACKS_PARTITIONS", ge=1, le=1024)
     # The postbacks log is the system of record (`pbseg rebuild` and recovery replay it from

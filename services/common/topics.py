@@ -24,6 +24,7 @@ from aiokafka.errors import (InvalidConfigurationError, InvalidReplicationFactor
                              TopicAlreadyExistsError, UnknownTopicOrPartitionError)
 
 from services.common.settings import CommonSettings
+from services.domain.catalog_ids import ID_PARTITIONS
 
 FOREVER = -1  # Kafka's "no limit" for retention.ms / retention.bytes
 _DAY_MS = 86_400_000
@@ -52,6 +53,7 @@ class TopicSpec:
     replication_factor: int | None = None
     min_insync_replicas: int | None = None
     whole_log: bool = False
+    why: str | None = None  # what a whole-log topic's records are needed for (in the refusal)
 
 
 def fitted_replication(setting: int | None, brokers: int) -> int:
@@ -78,6 +80,11 @@ def topic_plan(settings: CommonSettings) -> dict[str, TopicSpec]:
         settings.topic_rejected: TopicSpec(4, retained(settings.rejected_retention_ms), **fitted),
         settings.topic_device_events: TopicSpec(settings.postbacks_partitions,
                                                 retained(settings.device_events_retention_ms), **fitted),
+        # Catalog ids are its offsets; its records restore a catalog Redis lost: kept forever.
+        settings.topic_catalog_ids: TopicSpec(
+            ID_PARTITIONS, retained(FOREVER), whole_log=True, **fitted,
+            why="its records recreate accounts and custom events a Redis rollback lost (`pbseg catalog "
+                "check --restore`)"),
     }
 
 
@@ -116,7 +123,8 @@ def _duration(ms: int) -> str:
     return f"{ms / 1000:g} s"
 
 
-def whole_log_problem(topic: str, configs: Mapping[str, str], accepted_retention_ms: int, bootstrap: str) -> str | None:
+def whole_log_problem(topic: str, configs: Mapping[str, str], accepted_retention_ms: int, bootstrap: str,
+                      needed_for: str | None = None) -> str | None:
     """Why a system-of-record topic with these (described) configs would forget records, with
     what to do; None when it keeps what the rebuild needs. Pure: the check's whole rule.
 
@@ -125,8 +133,9 @@ def whole_log_problem(topic: str, configs: Mapping[str, str], accepted_retention
     accepted (the operator keeps the history elsewhere, e.g. tiered storage); compaction."""
     alter = (f"kafka-configs.sh --bootstrap-server {bootstrap} --alter --entity-type topics "
              f"--entity-name {topic} --add-config")
-    why = (f"topic {topic!r} is the system of record: `pbseg rebuild` and recovery after a lost Redis "
-           "replay it from offset 0, so records it deletes are missing from the rebuilt state for good")
+    needed_for = needed_for or ("`pbseg rebuild` and recovery after a lost Redis replay it from offset 0, so "
+                                "records it deletes are missing from the rebuilt state for good")
+    why = f"topic {topic!r} is a system of record: {needed_for}"
     retention = int(configs.get("retention.ms", FOREVER))
     if retention != FOREVER and retention != accepted_retention_ms:
         return (f"{why}, but it keeps records for only retention.ms={retention} ({_duration(retention)}). "
@@ -204,7 +213,8 @@ async def ensure_topics(bootstrap: str, topics: Mapping[str, int | TopicSpec], t
             if checked:
                 for name, configs in (await _describe(admin, checked)).items():
                     problem = configs is not None and whole_log_problem(
-                        name, configs, int(specs[name].configs.get("retention.ms", FOREVER)), bootstrap)
+                        name, configs, int(specs[name].configs.get("retention.ms", FOREVER)), bootstrap,
+                        specs[name].why)
                     if problem:
                         raise TopicMisconfigured(problem)
             missing = [new_topic(name, spec, brokers) for name, spec in specs.items() if name not in existing]

@@ -10,6 +10,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import id_log_for
 from services.common.clock import SystemClock
 from services.common.logs import configure_logging
 from services.common.redis_conn import async_redis
@@ -39,7 +40,8 @@ def bootstrap(settings: IngressSettings) -> IngressApp:
     catalog = CatalogCache(
         CatalogStore(async_redis(settings.redis_url, socket_timeout=settings.redis_timeout_s,
                                  socket_connect_timeout=settings.redis_timeout_s, retry=Retry(NoBackoff(), 0)),
-                     settings.key_prefix), settings.catalog_poll_s,
+                     settings.key_prefix, id_log_for(settings)),  # read only: its id log never starts
+        settings.catalog_poll_s,
         on_loaded=lambda snapshot: metrics.catalog_version.set(snapshot.version),
     )
     return IngressApp(settings, build_producer(settings, metrics), catalog, SystemClock(), metrics)

@@ -11,6 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import id_log_for
 from services.common.keys import PartitionKeys
 from services.common.logs import configure_logging
 from services.common.redis_conn import async_redis, check_redis
@@ -34,6 +35,7 @@ def create_app(settings: QuerySettings | None = None):
     rejected = RejectedLog(redis, settings.key_prefix, settings.topic_rejected, settings.rejected_keep,
                            int(settings.rejected_ttl_days * 86_400_000))
 
+    ids = id_log_for(settings)  # account / custom-event ids (services/domain/catalog_ids.py)
     segments = SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions)
     devices = DeviceLookup(redis, settings.key_prefix, settings.postbacks_partitions)
 
@@ -52,10 +54,11 @@ def create_app(settings: QuerySettings | None = None):
         finally:
             if feed:
                 await feed.stop()
+            await ids.close()
             await redis.aclose()
 
     return build_api(
-        settings, CatalogStore(redis, settings.key_prefix),
+        settings, CatalogStore(redis, settings.key_prefix, ids),
         segments, devices, rejected, registry=registry, lifespan=lifespan,
     )
 

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.common.catalog import CatalogError
+from services.common.catalog_ids import IdLogUnavailable
 
 _STATUS = {
     "event_not_found": 404, "device_not_found": 404, "duplicate_code": 409, "event_limit": 409,
@@ -54,6 +55,13 @@ def install_error_handlers(api: FastAPI) -> None:
         log.warning("redis_unavailable", path=request.url.path, error=type(exc).__name__, detail=str(exc)[:200])
         return JSONResponse({"error": "unavailable", "message": f"the data store did not answer ({type(exc).__name__}); "
                              f"retry in {RETRY_AFTER_S} s"}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+    @api.exception_handler(IdLogUnavailable)
+    async def _ids_unavailable(request: Request, exc: IdLogUnavailable):
+        log.warning("id_log_unavailable", path=request.url.path, detail=str(exc)[:300])
+        return JSONResponse({"error": "unavailable", "message": "the catalog id log (Kafka) did not confirm a new id; "
+                             f"nothing was created, retry in {RETRY_AFTER_S} s"}, status_code=503,
+                            headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):

@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.clock import FixedClock
 from services.query.api import build_api
 from services.query.devices import DeviceLookup
@@ -65,7 +66,7 @@ def make_settings(key_prefix: str, redis_url: str) -> QuerySettings:
 @pytest.fixture
 async def query(infra, key_prefix, redis_client):
     settings = make_settings(key_prefix, infra.redis_url)
-    catalog = CatalogStore(redis_client, key_prefix)
+    catalog = CatalogStore(redis_client, key_prefix, MemoryIdLog())
     app = build_api(settings, catalog, SegmentIndex(redis_client, key_prefix, PARTITIONS, scratch_ttl_ms=SCRATCH_TTL_MS),
                     DeviceLookup(redis_client, key_prefix, PARTITIONS),
                     RejectedLog(redis_client, key_prefix, "rejected-test", 1000, 86_400_000),

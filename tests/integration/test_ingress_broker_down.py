@@ -21,6 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.redis_conn import async_redis
 from services.common.topics import ensure_topics
 from services.devstack.infra import start_kafka
@@ -98,7 +99,7 @@ async def test_broker_down_gives_503_and_never_a_2xx(infra, throwaway_broker):
     topic = f"postbacks-{tag}"
     await ensure_topics(bootstrap, {topic: 2, f"rejected-{tag}": 1})
     redis = async_redis(infra.redis_url)
-    store = CatalogStore(redis, f"tb{tag}")
+    store = CatalogStore(redis, f"tb{tag}", MemoryIdLog())
     account, _ = await store.create_account("down", 0)
     port = free_port_pair()
     url = f"http://127.0.0.1:{port}"

@@ -14,6 +14,7 @@ import httpx
 import orjson
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.topics import ensure_topics
 from services.devstack.procs import pid_of, start_process, stop_process, wait_until
 from test_ingress_postbacks import free_port, ingress_ready, read_topic
@@ -48,7 +49,7 @@ async def _start(infra, tag: str):
     from services.common.redis_conn import async_redis
 
     redis = async_redis(infra.redis_url)
-    account, _ = await CatalogStore(redis, env["PBSEG_KEY_PREFIX"]).create_account("native", 0)
+    account, _ = await CatalogStore(redis, env["PBSEG_KEY_PREFIX"], MemoryIdLog()).create_account("native", 0)
     await redis.aclose()
     name = f"test-{tag}-ingress-native"
     url = f"http://127.0.0.1:{port}"

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.models import PostbackRecord, RejectedPostbackRecord
 from services.common.topics import ensure_topics
 from services.devstack.procs import start_process, stop_process, wait_until
@@ -87,7 +88,7 @@ async def ingress(infra):
     start_process(name, [sys.executable, "-m", "services.ingress"], env=env)
     try:
         await asyncio.to_thread(wait_until, name, lambda: ingress_ready(url), 60)
-        yield Ingress(url, env, CatalogStore(redis, env["PBSEG_KEY_PREFIX"]), infra.kafka)
+        yield Ingress(url, env, CatalogStore(redis, env["PBSEG_KEY_PREFIX"], MemoryIdLog()), infra.kafka)
     finally:
         await asyncio.to_thread(stop_process, name, 10)
         await redis.aclose()

@@ -15,6 +15,7 @@ import httpx
 import orjson
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.redis_conn import async_redis
 from services.common.topics import ensure_topics
 from services.devstack.procs import start_process, stop_process, wait_until
@@ -28,7 +29,7 @@ async def test_a_frozen_redis_does_not_stop_the_ingress(infra, private_redis):
     name = f"test-{tag}-ingress-frozen"
     try:
         client = async_redis(url)
-        account, _ = await CatalogStore(client, f"tf{tag}").create_account("frozen", 0)
+        account, _ = await CatalogStore(client, f"tf{tag}", MemoryIdLog()).create_account("frozen", 0)
         await client.aclose()
         port = free_port()
         env = dict(os.environ, KAFKA_BOOTSTRAP_SERVERS=infra.kafka, REDIS_URL=url, PBSEG_KEY_PREFIX=f"tf{tag}",

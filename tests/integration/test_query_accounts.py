@@ -14,6 +14,7 @@ import pytest
 
 from services.cli.main import main
 from services.common.catalog import CatalogError, CatalogStore, hash_api_key
+from services.common.catalog_ids import MemoryIdLog
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ async def test_accounts_cli_round_trip(cli, key_prefix, redis_client):
     assert created.returncode == 0 and len(created.stdout.strip().splitlines()) == 1
     acct = json.loads(created.stdout)
     assert set(acct) == {"account_id", "api_key"} and acct["api_key"].startswith("pbs_")
-    store = CatalogStore(redis_client, key_prefix)
+    store = CatalogStore(redis_client, key_prefix, MemoryIdLog())
     stored = await redis_client.hgetall(store.keys.api_keys)
     assert list(stored) == [hash_api_key(acct["api_key"]).encode()]
     assert acct["api_key"].encode() not in b"".join(stored.values())
@@ -74,7 +75,7 @@ async def test_accounts_cli_round_trip(cli, key_prefix, redis_client):
 async def test_accounts_cli_errors_change_nothing(cli, key_prefix, redis_client):
     """Unknown accounts and keys, bad secrets and blank names exit non-zero with a message."""
     acct = json.loads((await cli("create", "--name", "A")).stdout)["account_id"]
-    store = CatalogStore(redis_client, key_prefix)
+    store = CatalogStore(redis_client, key_prefix, MemoryIdLog())
     v = await store.version()
     for args, code in [(("add-key", "--account", "99"), 1), (("revoke-key", "--account", str(acct), "--key-id", "nope"), 1),
                        (("set-secret", "--account", "99"), 1), (("set-secret", "--account", str(acct), "--secret", "short"), 2),

@@ -18,6 +18,7 @@ from query_fixtures import make_settings
 from waiting import wait_for
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.query.bootstrap import create_app
 from synthetic import write_devices
 
@@ -32,7 +33,7 @@ async def test_a_frozen_redis_is_503_with_retry_after_within_2_s_then_200_again(
     proc, url = private_redis
     seed = aioredis.Redis.from_url(url)
     try:
-        account_id, api_key = await CatalogStore(seed, key_prefix).create_account("frozen", 1)
+        account_id, api_key = await CatalogStore(seed, key_prefix, MemoryIdLog()).create_account("frozen", 1)
         await write_devices(seed, key_prefix, 4, account_id, {f"d{i}": {"reg": 1, "dep": i % 3} for i in range(50)})
     finally:
         await seed.aclose()

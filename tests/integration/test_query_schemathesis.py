@@ -18,6 +18,7 @@ from query_fixtures import PARTITIONS
 from waiting import wait_for
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from synthetic import write_devices
 
 BIN = Path(sys.executable).parent
@@ -30,7 +31,7 @@ def free_port() -> int:
 
 
 async def test_no_generated_request_gets_a_5xx(infra, key_prefix, redis_client, tmp_path, seed):
-    catalog = CatalogStore(redis_client, key_prefix)
+    catalog = CatalogStore(redis_client, key_prefix, MemoryIdLog())
     account_id, api_key = await catalog.create_account("fuzz", 1)
     for code in ("promo", "buy"):
         await catalog.create_event(account_id, code, code, 1)

@@ -18,6 +18,7 @@ from redis.exceptions import ResponseError
 from waiting import wait_for
 
 from services.common.catalog import CatalogStore
+from services.common.catalog_ids import MemoryIdLog
 from services.common.clock import FixedClock
 from services.common.keys import NAMES_BUCKET, CatalogKeys, PartitionKeys
 from services.common.redis_conn import async_redis
@@ -76,7 +77,7 @@ def test_filters_match_a_brute_force_oracle(infra, key_prefix, devices, include,
     async def run():
         redis = async_redis(infra.redis_url)
         try:
-            catalog = CatalogStore(redis, key_prefix)
+            catalog = CatalogStore(redis, key_prefix, MemoryIdLog())
             account_id, key = await catalog.create_account("h", 1)
             for code in CUSTOM:
                 await catalog.create_event(account_id, code, code, 1)

@@ -24,12 +24,21 @@ def test_the_postbacks_log_is_kept_forever_and_the_feeds_for_seven_days():
                                                           "cleanup.policy": "delete"})
 
 
+def test_the_catalog_id_log_has_a_partition_per_kind_and_is_kept_forever():
+    """catalog-ids.v1: accounts and custom events (services/domain/catalog_ids.py), retention.ms=-1, checked
+    like the postbacks log, with a refusal that names what its records are for."""
+    spec = topic_plan(settings())["catalog-ids.v1"]
+    assert (spec.partitions, spec.configs, spec.whole_log) == (2, {"retention.ms": "-1", "cleanup.policy": "delete"}, True)
+    problem = whole_log_problem("catalog-ids.v1", {"retention.ms": "604800000"}, -1, "k:9092", spec.why)
+    assert "catalog check --restore" in problem and "retention.ms=-1" in problem
+
+
 def test_retention_and_replication_settings_reach_the_plan():
     """PBSEG_*_RETENTION_MS, PBSEG_REPLICATION_FACTOR and PBSEG_MIN_INSYNC_REPLICAS are what each topic gets."""
     plan = topic_plan(settings(PBSEG_POSTBACKS_RETENTION_MS=90 * 86_400_000, PBSEG_DEVICE_EVENTS_RETENTION_MS=-1,
                                PBSEG_REJECTED_RETENTION_MS=3_600_000, PBSEG_REPLICATION_FACTOR=3,
                                PBSEG_MIN_INSYNC_REPLICAS=2))
-    assert [spec.configs["retention.ms"] for spec in plan.values()] == [str(90 * 86_400_000), "3600000", "-1"]
+    assert [spec.configs["retention.ms"] for spec in plan.values()] == [str(90 * 86_400_000), "3600000", "-1", "-1"]
     assert {(spec.replication_factor, spec.min_insync_replicas) for spec in plan.values()} == {(3, 2)}
 
 
