@@ -23,6 +23,18 @@ def _rebuild(args) -> int:
     return rebuild_main(args)
 
 
+def _partition_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a partition count from 1 to 1024")
+    return int(text)
+
+
+def _repartition(args) -> int:
+    from services.processor.repartition import main as repartition_main
+
+    return repartition_main(args)
+
+
 def _stack(args) -> int:
     from services.devstack import stack
 
@@ -50,6 +62,15 @@ def main(argv: list[str] | None = None) -> int:
                          "(the missing offsets are reported) instead of refusing")
     rb.add_argument("--no-progress", action="store_true", help="no progress bar")
     rb.set_defaults(func=_rebuild)
+
+    rp = sub.add_parser("repartition", help="migrate to another partition count: copy the postbacks log into a new "
+                        "topic with N partitions, then rebuild the state from it (stop ingress and processors first)")
+    rp.add_argument("--to", type=_partition_count, required=True, metavar="N", help="the new partition count (1-1024)")
+    rp.add_argument("--target", required=True, metavar="TOPIC", help="the new postbacks topic (must not hold records)")
+    rp.add_argument("--yes", action="store_true", help="confirm: the state under PBSEG_KEY_PREFIX is rebuilt")
+    rp.add_argument("--force", action="store_true", help="skip the check that no processor is running")
+    rp.add_argument("--no-progress", action="store_true", help="no progress bar")
+    rp.set_defaults(func=_repartition)
 
     stk = sub.add_parser("stack", help="run the local system (make up/down/status)")
     stk.add_argument("stack_cmd", choices=["up", "down", "status"])

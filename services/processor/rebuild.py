@@ -132,7 +132,7 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
                 for tp, messages in data.items():
                     messages = [m for m in messages if m.offset < end[tp]]
                     if messages:
-                        batches.append(plan_partition_batch(tp.partition, ((m.offset, m.value) for m in messages),
+                        batches.append(plan_partition_batch(tp.partition, ((m.offset, m.value, m.timestamp) for m in messages),
                                                             clock.now_ms(), emit=False))
                 for result in await store.apply_batches(batches):
                     applied += result.applied
