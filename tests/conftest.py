@@ -81,6 +81,9 @@ def infra():
         with KafkaContainer("apache/kafka:4.1.1").with_kraft() as k, RedisContainer("redis:7") as r:
             yield Infra(k.get_bootstrap_server(), f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0", "testcontainers")
         return
+    if os.environ.get("PBSEG_TOPOLOGY") == "cluster":
+        yield from _local_cluster()
+        return
     from services.devstack.infra import infra_running, start_kafka, start_redis
     from services.devstack.procs import stop_process
 
@@ -95,6 +98,26 @@ def infra():
         stop_process("kafka")
     if not before["redis"]:
         stop_process("redis")
+
+
+def _local_cluster():
+    """PBSEG_TOPOLOGY=cluster: the project's local cluster (3 KRaft brokers, a Redis Cluster of 3
+    masters and 3 replicas, services/devstack/cluster.py); stopped afterwards only if this session
+    started it."""
+    from services.devstack.cluster import kafka_cluster_bootstrap, redis_cluster_url
+    from services.devstack.cluster_kafka import start_kafka_cluster, stop_kafka_cluster
+    from services.devstack.cluster_redis import start_redis_cluster, stop_redis_cluster
+    from services.devstack.infra import infra_running
+
+    kafka, redis_url = kafka_cluster_bootstrap(), redis_cluster_url()
+    before = infra_running(kafka, redis_url.replace("redis+cluster://", "redis://"))
+    start_redis_cluster()
+    start_kafka_cluster()
+    yield Infra(kafka, redis_url, "local cluster")
+    if not before["kafka"]:
+        stop_kafka_cluster()
+    if not before["redis"]:
+        stop_redis_cluster()
 
 
 @pytest.fixture
@@ -123,7 +146,9 @@ async def key_prefix(request, unique):
     infra = request.getfixturevalue("infra") if "infra" in request.fixturenames else None
     yield prefix
     if infra is not None:
-        client = aioredis.Redis.from_url(infra.redis_url, socket_connect_timeout=2)
+        from services.common.redis_conn import async_redis
+
+        client = async_redis(infra.redis_url)
         try:
             await delete_prefix(client, prefix)
         finally:

@@ -3,15 +3,23 @@ environment: each service's settings class subclasses `CommonSettings`."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# PBSEG_TOPOLOGY=cluster: the local cluster `make up` starts (services/devstack/cluster.py) is
+# the default for KAFKA_BOOTSTRAP_SERVERS / REDIS_URL, unless they are set.
+LOCAL_CLUSTER_KAFKA = "127.0.0.1:19092,127.0.0.1:19094,127.0.0.1:19096"
+LOCAL_CLUSTER_REDIS = "redis+cluster://127.0.0.1:17000,127.0.0.1:17001,127.0.0.1:17002"
 _KEY_PREFIX_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
 
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
 
+    # single: one broker, one Redis; cluster: 3 brokers, a Redis Cluster (docs/architecture.md)
+    topology: Literal["single", "cluster"] = Field("single", alias="PBSEG_TOPOLOGY")
     kafka_bootstrap_servers: str = Field("127.0.0.1:9092", alias="KAFKA_BOOTSTRAP_SERVERS")
     redis_url: str = Field("redis://127.0.0.1:6390/0", alias="REDIS_URL")
     # Every Redis key starts with this prefix (tests give each test its own).
@@ -52,6 +60,15 @@ class CommonSettings(BaseSettings):
         if value == 0:
             raise ValueError("a retention is -1 (forever) or a positive number of milliseconds")
         return value
+
+    @model_validator(mode="after")
+    def _topology_defaults(self) -> "CommonSettings":
+        if self.topology == "cluster":
+            if "kafka_bootstrap_servers" not in self.model_fields_set:
+                self.kafka_bootstrap_servers = LOCAL_CLUSTER_KAFKA
+            if "redis_url" not in self.model_fields_set:
+                self.redis_url = LOCAL_CLUSTER_REDIS
+        return self
 
     @model_validator(mode="after")
     def _min_insync_fits_replication(self) -> "CommonSettings":

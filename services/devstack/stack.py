@@ -11,6 +11,9 @@ from pathlib import Path
 
 from services.common.settings import StackSettings
 from services.common.topics import ensure_topics, topic_plan
+from services.devstack.cluster import KAFKA_CLUSTER_PORTS, REDIS_CLUSTER_PORTS, kafka_node_name, redis_node_name
+from services.devstack.cluster_kafka import start_kafka_cluster, stop_kafka_cluster
+from services.devstack.cluster_redis import start_redis_cluster, stop_redis_cluster
 from services.devstack.infra import Endpoint, start_kafka, start_redis
 from services.devstack.procs import StartupError, is_running, pid_of, start_process, stop_process, wait_until
 
@@ -66,14 +69,31 @@ def start_service(name: str, settings: StackSettings, env: dict[str, str] | None
         wait_until(log_name, lambda: is_running(log_name), timeout=5)
 
 
+def start_infra(settings: StackSettings) -> None:
+    """Redis and Kafka of the topology the settings name (PBSEG_TOPOLOGY)."""
+    if settings.topology == "cluster":
+        print("starting the Redis Cluster (3 masters, 3 replicas) ...", flush=True)
+        start_redis_cluster()
+        print("starting the Kafka cluster (3 KRaft nodes) ...", flush=True)
+        start_kafka_cluster()
+        return
+    print("starting redis ...", flush=True)
+    start_redis(settings.redis_url)
+    print("starting kafka ...", flush=True)
+    start_kafka(settings.kafka_bootstrap_servers)
+
+
+def infra_names() -> list[str]:
+    """Every infrastructure process of either topology."""
+    return [*INFRA, *(kafka_node_name(i + 1) for i in range(len(KAFKA_CLUSTER_PORTS))),
+            *(redis_node_name(port) for port in REDIS_CLUSTER_PORTS)]
+
+
 def up() -> int:
     settings = StackSettings()
     started = time.monotonic()
     try:
-        print("starting redis ...", flush=True)
-        start_redis(settings.redis_url)
-        print("starting kafka ...", flush=True)
-        start_kafka(settings.kafka_bootstrap_servers)
+        start_infra(settings)
         print("creating topics ...", flush=True)
         try:
             asyncio.run(ensure_topics(settings.kafka_bootstrap_servers, topic_plan(settings)))
@@ -91,6 +111,7 @@ def up() -> int:
     print(f"  ingress   http://{ing.host}:{ing.port}/api/postback/?id=<install id>&status=<event>_<account>")
     print(f"  query     http://{qry.host}:{qry.port}/docs")
     print(f"  segments  http://{qry.host}:{qry.port}/ui/   (sign in with an API key from `pbseg accounts create`)")
+    print(f"  topology  {settings.topology}")
     print(f"  kafka     {settings.kafka_bootstrap_servers}")
     print(f"  redis     {settings.redis_url}")
     print("  logs      .run/logs/")
@@ -98,14 +119,18 @@ def up() -> int:
 
 
 def down() -> int:
-    for name in (*reversed(SERVICES), "kafka", "redis"):
+    for name in (*reversed(SERVICES), *INFRA):
         if stop_process(name, timeout=20):
             print(f"stopped {name}")
+    for name in (*stop_kafka_cluster(), *stop_redis_cluster()):  # each cluster's nodes at once
+        print(f"stopped {name}")
     return 0
 
 
 def status() -> int:
-    for name in (*INFRA, *SERVICES):
+    for name in (*infra_names(), *SERVICES):
         pid = pid_of(name)
+        if pid is None and name not in (*INFRA, *SERVICES):
+            continue  # the other topology's nodes
         print(f"{name:10s} {'running pid ' + str(pid) if pid else 'stopped'}")
     return 0

@@ -10,7 +10,8 @@ import structlog
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
-from redis.exceptions import BusyLoadingError, OutOfMemoryError, ResponseError
+from redis.exceptions import (AskError, BusyLoadingError, ClusterError, OutOfMemoryError, ReadOnlyError, ResponseError,
+                              SlotNotCoveredError, TryAgainError)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -56,6 +57,10 @@ def is_transient(exc: BaseException) -> bool:
     out of memory; Kafka unreachable or retriable. Not: state or log mismatches, bugs."""
     if isinstance(exc, (RedisConnectionError, RedisTimeoutError, BusyLoadingError, OutOfMemoryError,
                         KafkaConnectionError, KafkaTimeoutError, asyncio.TimeoutError)):
+        return True
+    # Redis Cluster in a failover: a master gone (its slots uncovered until the replica is
+    # promoted), a redirect the client could not follow yet, a replica still read-only.
+    if isinstance(exc, (ClusterError, SlotNotCoveredError, TryAgainError, AskError, ReadOnlyError)):
         return True
     if isinstance(exc, ResponseError) and str(exc).startswith(("OOM", "LOADING", "MASTERDOWN", "TRYAGAIN")):
         return True

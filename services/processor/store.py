@@ -9,9 +9,10 @@ from typing import Sequence
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
+from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from services.common.keys import PartitionKeys, lua_header
+from services.common.redis_conn import is_cluster
 from services.domain.device_event import entry_records
 from services.domain.device_state import EventStat, parse_device_state
 from services.domain.identity import LogIdentity
@@ -83,37 +84,64 @@ class DeviceStateStore:
 
     async def send_batches(self, batches: Sequence[PartitionBatch]) -> "asyncio.Future[list[BatchResult]]":
         """Write the batches' EVALSHAs (one per batch, each atomic on its own) to Redis in one
-        write, now; returns a future of their results, in order. The caller plans its next
-        batches while Redis applies these. (A task awaiting the script call only writes it after
-        the event loop has run it twice - after the caller's next CPU-bound step: Redis then sat
-        idle; docs/decisions/0009-send-at-once.md.) At most one batch per partition."""
+        write per node, now; returns a future of their results, in order. The caller plans its
+        next batches while Redis applies these. (A task awaiting the script call only writes it
+        after the event loop has run it twice - after the caller's next CPU-bound step: Redis then
+        sat idle; docs/decisions/0009-send-at-once.md.) At most one batch per partition. On a
+        cluster each batch goes to the node that owns its partition's hash tag; a batch a node
+        redirects (MOVED/ASK after a failover or resharding) or does not know the script for is
+        run again through the client, which follows the redirect and loads the script."""
         calls = [self._script_call(b) for b in batches]
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
+        if is_cluster(self.redis):
+            await self.redis.initialize()  # the slot map (a no-op once known)
+        groups: dict[object, list[int]] = {}
+        for i, (keys, _) in enumerate(calls):
+            groups.setdefault(self._node_of(keys[0]), []).append(i)
+        sent = []
         try:
-            await conn.send_packed_command(conn.pack_commands(
-                [("EVALSHA", self._script.sha, len(keys), *keys, *argv) for keys, argv in calls]))
+            for node, members in groups.items():
+                conn = await self._acquire(node)
+                sent.append((node, conn, members))
+                await conn.send_packed_command(conn.pack_commands(
+                    [("EVALSHA", self._script.sha, len(calls[i][0]), *calls[i][0], *calls[i][1]) for i in members]))
         except BaseException:
-            await conn.disconnect()
-            await pool.release(conn)
+            for node, conn, _ in sent:
+                await conn.disconnect()
+                await self._release(node, conn)
             raise
-        return asyncio.ensure_future(self._results(batches, calls, conn))
+        return asyncio.ensure_future(self._results(batches, calls, sent))
 
-    async def _results(self, batches: Sequence[PartitionBatch], calls: list, conn) -> list[BatchResult]:
-        replies: list = []
-        try:
-            for _ in calls:
-                try:
-                    replies.append(await conn.read_response())
-                except NoScriptError:
-                    replies.append(None)  # the script cache was emptied (Redis restarted): below
-        except BaseException:
-            await conn.disconnect()  # replies may be left unread on it
-            raise
-        finally:
+    def _node_of(self, key: str):
+        return self.redis.get_node_from_key(key) if is_cluster(self.redis) else None
+
+    async def _acquire(self, node):
+        return node.acquire_connection() if node is not None else await self.redis.connection_pool.get_connection()
+
+    async def _release(self, node, conn) -> None:
+        if node is not None:
+            node.release(conn)
+        else:
             await self.redis.connection_pool.release(conn)
+
+    async def _results(self, batches: Sequence[PartitionBatch], calls: list, sent: list) -> list[BatchResult]:
+        replies: list = [None] * len(calls)
+        failure: BaseException | None = None
+        for node, conn, members in sent:
+            try:
+                for i in members:
+                    try:
+                        replies[i] = await conn.read_response()
+                    except (NoScriptError, MovedError, AskError, TryAgainError):
+                        replies[i] = None  # script cache emptied (restart, failover) or slot moved: below
+            except BaseException as exc:
+                await conn.disconnect()  # replies may be left unread on it
+                failure = failure or exc
+            finally:
+                await self._release(node, conn)
+        if failure is not None:
+            raise failure
         for i, (keys, argv) in enumerate(calls):
-            if replies[i] is None:  # run through Script, which loads it (partitions are independent)
+            if replies[i] is None:  # through Script: loads it, follows redirects (partitions are independent)
                 replies[i] = await self._script(keys=keys, args=argv)
         return [BatchResult(b.partition, *(int(x) for x in r)) for b, r in zip(batches, replies)]
 
@@ -139,7 +167,10 @@ class DeviceStateStore:
         """Highest applied offset per partition; -1 when nothing was applied yet."""
         if not partitions:
             return {}
-        values = await self.redis.mget([self.keys(p).applied_offset(self.topic) for p in partitions])
+        async with self.redis.pipeline(transaction=False) as pipe:  # not MGET: the keys are on several slots
+            for p in partitions:
+                pipe.get(self.keys(p).applied_offset(self.topic))
+            values = await pipe.execute()
         return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
 
     async def identities(self, partitions: Sequence[int]) -> dict[int, LogIdentity | None]:

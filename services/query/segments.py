@@ -17,6 +17,7 @@ from typing import AsyncIterator
 import redis.asyncio as aioredis
 
 from services.common.keys import PartitionKeys, lua_header
+from services.common.redis_conn import run_scripts
 from services.domain.filters import SegmentFilter
 from services.query.cursors import Cursor
 
@@ -54,11 +55,8 @@ class SegmentIndex:
 
     async def count(self, account_id: int, f: SegmentFilter) -> int:
         """Matching devices summed over partitions; one pipelined round trip."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for p in range(self.partitions):
-                keys, args = self._args(PartitionKeys(self.prefix, p), account_id, f)
-                await self._count(keys=keys, args=args, client=pipe)
-            return sum(int(v) for v in await pipe.execute())
+        calls = [(self._count, *self._args(PartitionKeys(self.prefix, p), account_id, f)) for p in range(self.partitions)]
+        return sum(int(v) for v in await run_scripts(self.redis, calls))
 
     async def page(self, account_id: int, f: SegmentFilter, start: Cursor | None, limit: int) -> DevicePage:
         """Up to `limit` matching devices from `start` on, in (partition, device number) order.
