@@ -1,4 +1,4 @@
-"""The crash proof: 100,000+ postbacks while the worker is SIGKILLed at random moments (20,000 on
+"""The crash proof: 100,000+ postbacks while the worker is SIGKILLed at random moments (40,000 on
 the cluster topology, PBSEG_TOPOLOGY=cluster: the same proof, smaller, to keep `make test` short).
 
 Afterwards Redis equals an independent in-memory reference (services/domain/postback.py)
@@ -32,7 +32,7 @@ from waiting import wait_for  # tests/waiting.py (tests/ is on sys.path via the 
 
 PARTITIONS = 4
 RECORDS = 100_000
-CLUSTER_RECORDS = 20_000
+CLUSTER_RECORDS = 40_000
 KILLS = 4
 T0 = 1_764_000_000_000
 DAY = 86_400_000
@@ -128,7 +128,8 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
                 "PROCESSOR_WEB_PORT": str(free_port()), "PROCESSOR_DATADIR": str(tmp_path / "faust"),
                 "PBSEG_LOG_LEVEL": "warning"})
     rng = random.Random(seed)
-    items, ref, bad = generate(seed, CLUSTER_RECORDS if infra.origin == "local cluster" else RECORDS)
+    records = CLUSTER_RECORDS if infra.origin == "local cluster" else RECORDS
+    items, ref, bad = generate(seed, records)
     total = len(items)
     producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True, linger_ms=20,
                                 max_batch_size=1024 * 1024)
@@ -165,7 +166,8 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
                 with contextlib.suppress(AssertionError):
                     await wait_for(working, timeout=60, interval=0.02, message="the restarted worker to apply")
                 # The random pause before the kill IS the test (kills land at random moments), so it stays a sleep.
-                await asyncio.sleep(rng.uniform(0.0, 0.3))
+                # (shorter with fewer records: smaller waves are applied sooner)
+                await asyncio.sleep(rng.uniform(0.0, 0.3 * records / RECORDS))
             else:
                 # A kill at a random moment after the start (maybe before joining the group): the
                 # pause is the behaviour under test, not a wait for a condition.
