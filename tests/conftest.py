@@ -13,18 +13,17 @@ derandomized (the same examples every run) and prints a failure's reproduction b
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import subprocess
 import uuid
-from dataclasses import dataclass
 
 import pytest
 import redis.asyncio as aioredis
 from hypothesis import settings as hypothesis_settings
 
 from cleanup import delete_prefix, delete_topics  # tests/ is on sys.path (rootdir conftest)
+from topology import Infra, local_cluster
 
 SEED_ENV = "PBSEG_TEST_SEED"
 DEFAULT_SEED = 20_261_201
@@ -34,13 +33,6 @@ DEFAULT_SEED = 20_261_201
 hypothesis_settings.register_profile("pbseg", derandomize=not os.environ.get(SEED_ENV), database=None,
                                      print_blob=True)
 hypothesis_settings.load_profile("pbseg")
-
-
-@dataclass(frozen=True)
-class Infra:
-    kafka: str
-    redis_url: str
-    origin: str
 
 
 def _docker_answers() -> bool:
@@ -62,7 +54,9 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     for item in items:
         path = str(item.fspath)
-        if f"{os.sep}integration{os.sep}" in path:
+        if f"{os.sep}cluster{os.sep}" in path:
+            item.add_marker(pytest.mark.cluster)
+        elif f"{os.sep}integration{os.sep}" in path:
             item.add_marker(pytest.mark.integration)
         elif f"{os.sep}e2e{os.sep}" in path:
             item.add_marker(pytest.mark.e2e)
@@ -82,7 +76,7 @@ def infra():
             yield Infra(k.get_bootstrap_server(), f"redis://{r.get_container_host_ip()}:{r.get_exposed_port(6379)}/0", "testcontainers")
         return
     if os.environ.get("PBSEG_TOPOLOGY") == "cluster":
-        yield from _local_cluster()
+        yield from local_cluster()
         return
     from services.devstack.infra import infra_running, start_kafka, start_redis
     from services.devstack.procs import stop_process
@@ -98,26 +92,6 @@ def infra():
         stop_process("kafka")
     if not before["redis"]:
         stop_process("redis")
-
-
-def _local_cluster():
-    """PBSEG_TOPOLOGY=cluster: the project's local cluster (3 KRaft brokers, a Redis Cluster of 3
-    masters and 3 replicas, services/devstack/cluster.py); stopped afterwards only if this session
-    started it."""
-    from services.devstack.cluster import kafka_cluster_bootstrap, redis_cluster_url
-    from services.devstack.cluster_kafka import start_kafka_cluster, stop_kafka_cluster
-    from services.devstack.cluster_redis import start_redis_cluster, stop_redis_cluster
-    from services.devstack.infra import infra_running
-
-    kafka, redis_url = kafka_cluster_bootstrap(), redis_cluster_url()
-    before = infra_running(kafka, redis_url.replace("redis+cluster://", "redis://"))
-    start_redis_cluster()
-    start_kafka_cluster()
-    yield Infra(kafka, redis_url, "local cluster")
-    if not before["kafka"]:
-        stop_kafka_cluster()
-    if not before["redis"]:
-        stop_redis_cluster()
 
 
 @pytest.fixture

@@ -2,8 +2,8 @@
 the project's topics 3 ways and keeps every acks=all record across a leader crash; a 6-node Redis
 Cluster routes hash tags to their master and promotes a replica when that master crashes.
 
-The clusters are the module's own (ports 19092-19097, 17000-17005), not the shared broker and
-Redis; the fixture stops at the end only the nodes it started.
+The clusters are the session's local cluster (ports 19092-19097, 17000-17005,
+tests/cluster/conftest.py), not the single-node broker and Redis.
 """
 
 from __future__ import annotations
@@ -20,26 +20,21 @@ from cleanup import delete_topics
 from services.common.settings import CommonSettings
 from services.common.topics import TopicSpec, describe_topic_configs, ensure_topics, topic_plan
 from services.devstack.cluster import (HOST, KAFKA_CLUSTER_PORTS, REDIS_CLUSTER_PORTS, kafka_cluster_bootstrap,
-                                       kafka_node_name, kill_node, redis_node_name, stop_nodes)
+                                       kafka_node_name, kill_node, redis_node_name)
 from services.devstack.cluster_kafka import kafka_brokers, kafka_partition_leader, start_kafka_cluster
 from services.devstack.cluster_redis import redis_cluster_masters, redis_cluster_nodes, start_redis_cluster
-from services.devstack.procs import port_open
 from waiting import wait_for
 
 BOOTSTRAP = kafka_cluster_bootstrap()
 ALL_SLOTS = 16384
 
 
-@pytest.fixture(scope="module")
-def clusters():
-    """Both clusters up and healthy; at the end stops only the nodes that were not running before."""
-    nodes = [(kafka_node_name(i), port) for i, port in enumerate(KAFKA_CLUSTER_PORTS, 1)]
-    nodes += [(redis_node_name(port), port) for port in REDIS_CLUSTER_PORTS]
-    running_before = {name for name, port in nodes if port_open(HOST, port)}
+@pytest.fixture
+def clusters(infra):
+    """Both clusters of the session (tests/cluster/conftest.py) up and healthy: a node an earlier
+    fault test killed is back, every partition in sync, every master with its replica."""
     start_redis_cluster()
     start_kafka_cluster()
-    yield
-    stop_nodes([name for name, _ in nodes if name not in running_before])
 
 
 @pytest.fixture
