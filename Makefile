@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST := $(BIN)/pytest
 
-.PHONY: browser up down status test test-unit test-integration test-e2e bench schemas compose-check setup clean
+.PHONY: browser up up-cluster down status test test-unit test-integration test-e2e test-cluster bench schemas compose-check setup clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) on PATH (Python 3.11)"; exit 1; }
@@ -19,6 +19,9 @@ setup: $(STAMP)
 
 up: $(STAMP)
 	$(BIN)/pbseg stack up
+
+up-cluster: $(STAMP)
+	PBSEG_TOPOLOGY=cluster $(BIN)/pbseg stack up
 
 down:
 	@if [ -x $(BIN)/pbseg ]; then $(BIN)/pbseg stack down; fi
@@ -41,9 +44,17 @@ browser:
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; }; } || true
 	@test -x $(CHROMIUM) || { echo "the Segments page tests need Debian's chromium at $(CHROMIUM): run as root (make test installs it) or: sudo apt-get install chromium"; exit 1; }
 
-# The whole suite: unit, integration and end-to-end tiers. pytest's exit 5 (nothing collected) fails.
+# The whole suite, in two passes. pytest's exit 5 (nothing collected) fails.
+# 1. unit, contract, integration and end-to-end tiers on the single-node topology;
+# 2. on the local cluster (3 KRaft brokers, Redis Cluster 3+3): the cluster tier (faults), the
+#    end-to-end tier again and the crash proof (smaller there).
+CLUSTER_PASS := tests/cluster tests/e2e tests/integration/test_processor_crash.py
 test: $(STAMP) compose-check browser
-	$(PYTEST) tests -p no:cacheprovider
+	$(PYTEST) tests --ignore=tests/cluster -p no:cacheprovider
+	PBSEG_TOPOLOGY=cluster $(PYTEST) $(CLUSTER_PASS) -p no:cacheprovider
+
+test-cluster: $(STAMP) browser
+	PBSEG_TOPOLOGY=cluster $(PYTEST) $(CLUSTER_PASS)
 
 test-unit: $(STAMP)
 	$(PYTEST) tests/unit
