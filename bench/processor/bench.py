@@ -31,7 +31,7 @@ from services.common.catalog import CatalogStore  # noqa: E402
 from services.common.catalog_ids import MemoryIdLog
 from services.common.keys import PartitionKeys  # noqa: E402
 from services.common.models import PostbackRecord  # noqa: E402
-from services.common.redis_conn import async_redis  # noqa: E402
+from services.common.redis_conn import async_redis, is_cluster  # noqa: E402
 from services.common.topics import ensure_topics  # noqa: E402
 from services.processor.planning import plan_partition_batch  # noqa: E402
 from services.processor.store import DeviceStateStore  # noqa: E402
@@ -169,7 +169,10 @@ def processor_env(base: dict, redis_url: str, prefix: str, topic: str, group: st
 
 
 async def watermark_total(redis, prefix: str, topic: str) -> int:
-    values = await redis.mget([PartitionKeys(prefix, p).applied_offset(topic) for p in range(PARTITIONS)])
+    async with redis.pipeline(transaction=False) as pipe:  # not MGET: one slot per partition on a cluster
+        for p in range(PARTITIONS):
+            pipe.get(PartitionKeys(prefix, p).applied_offset(topic))
+        values = await pipe.execute()
     return sum(int(v) + 1 for v in values if v is not None)
 
 
@@ -184,8 +187,12 @@ def proc_cpu_s(pid: int) -> float:
 
 
 async def redis_cpu_s(redis) -> float:
-    info = await redis.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    """CPU seconds Redis used so far (summed over the primaries of a cluster)."""
+    if is_cluster(redis):
+        infos = (await redis.info("cpu", target_nodes=redis.PRIMARIES)).values()
+    else:
+        infos = [await redis.info("cpu")]
+    return sum(float(info["used_cpu_user"]) + float(info["used_cpu_sys"]) for info in infos)
 
 
 async def processor_run(bootstrap: str, redis_url: str, topic: str, n: int, work: Path, run: str,
