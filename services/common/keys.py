@@ -76,6 +76,8 @@ PARTITION_KEYS: dict[str, str] = {
     # Hash {topic_id, partitions, layout}: the log this partition's state was built from
     # (services/domain/identity.py); it shares the tag, so it rolls back with the watermark.
     "identity": "identity:{topic}",
+    # String: unix ms before which every record of the partition was applied (freshness, `as_of`).
+    "applied_as_of": "as_of:{topic}",
     "device_index": "i:{account}:{bucket}",
     "device_states": "v:{account}:{bucket}",
     "device_seq": "seq:{account}",
@@ -112,6 +114,11 @@ class PartitionKeys:
     def identity(self, topic: str) -> str:
         """Hash: the identity of the log (topic id, partition count, LAYOUT_VERSION) the state was built from."""
         return self._key("identity", topic=topic)
+
+    def applied_as_of(self, topic: str) -> str:
+        """String: unix ms T such that every record of `topic`/partition appended before T is
+        applied (services/processor/freshness.py); only moves forward."""
+        return self._key("applied_as_of", topic=topic)
 
     def device_index(self, account_id: int, bucket: int) -> str:
         """Hash (forward map): install id -> dense device number, for the install ids whose

@@ -20,6 +20,7 @@ from services.common.redis_conn import async_redis, check_redis
 from services.common.topics import check_postbacks_topic
 from services.processor import metrics
 from services.processor.identity import StateMismatch, check_state_identity
+from services.processor.freshness import Freshness
 from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
 from services.processor.settings import ProcessorSettings
@@ -103,6 +104,8 @@ class ProcessorService(mode.Service):
                                          on_outbox_work=self.drain.notify,
                                          outbox_max_entries=settings.outbox_max_entries)
         self.pipeline.subscribe()
+        self.freshness = Freshness(self.consumer, self.store, SystemClock(), settings.topic_postbacks,
+                                   lambda: set(self.pipeline.owned_partitions), settings.freshness_interval_s)
         self.runner = web.AppRunner(build_web_app(self._ready))
         await self.runner.setup()
         await web.TCPSite(self.runner, settings.web_host, settings.web_port).start()
@@ -129,6 +132,10 @@ class ProcessorService(mode.Service):
         # The outbox holds every record safely: any Kafka refusal (the topic unwritable, a record
         # too large for it, ...) is waited out, never a crash loop; backpressure bounds the outbox.
         await self._guard("outbox", self.drain.run, transient=lambda exc: is_transient(exc) or isinstance(exc, KafkaError))
+
+    @mode.Service.task
+    async def _fresh(self) -> None:
+        await self._guard("freshness", self.freshness.run)
 
     async def _guard(self, name: str, run, recover=None, transient=None) -> None:
         """Runs `run()`; a transient failure of Redis or Kafka (down, frozen, out of memory)

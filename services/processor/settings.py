@@ -23,6 +23,8 @@ class ProcessorSettings(CommonSettings):
     fetch_max_wait_ms: int = Field(25, alias="PROCESSOR_FETCH_MAX_WAIT_MS", ge=0, le=1000)
     # Pause between outbox drain rounds unless the last round found a full backlog (then none).
     outbox_interval_ms: int = Field(20, alias="PROCESSOR_OUTBOX_INTERVAL_MS", ge=0, le=1000)
+    # How often the worker checks that it applied everything the log held (freshness, `as_of`).
+    freshness_interval_s: float = Field(1.0, alias="PROCESSOR_FRESHNESS_INTERVAL_S", gt=0, le=60)
     # Faust's working directory (it keeps nothing we need: the state lives in Redis).
     datadir: str = Field("/tmp/pbseg-processor", alias="PROCESSOR_DATADIR")
     # After SIGTERM/SIGINT the worker ends within this long, even if Faust's graceful stop hangs

@@ -25,6 +25,12 @@ _HERE = Path(__file__).parent
 _SCRIPT = "#!lua\n" + lua_header() + (_HERE / "apply_batch.lua").read_text()
 
 
+# SET KEYS[1] to ARGV[1] unless it already holds a larger number (a value only moving forward).
+_MAX_SET = """local v = tonumber(redis.call('GET', KEYS[1]) or '-1')
+if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1]) return 1 end
+return 0"""
+
+
 @dataclass(frozen=True)
 class BatchResult:
     partition: int
@@ -72,6 +78,7 @@ class DeviceStateStore:
         self.topic = topic
         self.tid_retention_ms = tid_retention_ms
         self._script = redis.register_script(_SCRIPT)
+        self._max_set = redis.register_script(_MAX_SET)
 
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
@@ -172,6 +179,20 @@ class DeviceStateStore:
                 pipe.get(self.keys(p).applied_offset(self.topic))
             values = await pipe.execute()
         return {p: int(v) if v is not None else -1 for p, v in zip(partitions, values)}
+
+    async def record_as_of(self, as_of: dict[int, int]) -> None:
+        """Move each partition's as-of (services/processor/freshness.py) forward to the given
+        unix ms; a smaller value than the stored one changes nothing."""
+        for p, t in as_of.items():  # one tiny script per partition: each key is on its own slot
+            await self._max_set(keys=[self.keys(p).applied_as_of(self.topic)], args=[t])
+
+    async def as_of(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        """Each partition's recorded as-of (None: none yet)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                pipe.get(self.keys(p).applied_as_of(self.topic))
+            values = await pipe.execute()
+        return {p: int(v) if v is not None else None for p, v in zip(partitions, values)}
 
     async def identities(self, partitions: Sequence[int]) -> dict[int, LogIdentity | None]:
         """The log identity recorded with each partition's state (None: none recorded)."""

@@ -36,7 +36,7 @@ def create_app(settings: QuerySettings | None = None):
                            int(settings.rejected_ttl_days * 86_400_000))
 
     ids = id_log_for(settings)  # account / custom-event ids (services/domain/catalog_ids.py)
-    segments = SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions)
+    segments = SegmentIndex(redis, settings.key_prefix, settings.postbacks_partitions, topic=settings.topic_postbacks)
     devices = DeviceLookup(redis, settings.key_prefix, settings.postbacks_partitions)
 
     @asynccontextmanager

@@ -79,11 +79,15 @@ class SegmentEvents(BaseModel):
 
 class CountOut(BaseModel):
     count: int
+    as_of: int | None = Field(None, description="unix ms: every postback answered 2xx before this instant is "
+                              "reflected in the answer (null until the processor has caught up once)")
 
 
 class DevicePageOut(BaseModel):
     devices: list[str]
     next_cursor: str | None = Field(description="pass it back for the next page; null after the last page")
+    as_of: int | None = Field(None, description="unix ms: every postback answered 2xx before this instant is "
+                              "reflected in the answer (null until the processor has caught up once)")
 
 
 class DeviceEvent(BaseModel):

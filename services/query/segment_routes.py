@@ -59,7 +59,8 @@ async def segment_events(account: Account, request: Request) -> SegmentEvents:
 @router.post("/count", response_model=CountOut)
 async def count(body: FilterBody, account: Account, request: Request) -> CountOut:
     f = await _checked(request, account, body)
-    return CountOut(count=await _index(request).count(account, f))
+    as_of = await _index(request).as_of()  # before the count: the count then reflects at least that much
+    return CountOut(count=await _index(request).count(account, f), as_of=as_of)
 
 
 @router.post("/devices", response_model=DevicePageOut)
@@ -74,9 +75,10 @@ async def devices(body: DevicePageRequest, account: Account, request: Request) -
         start = decode_cursor(body.cursor, key, account, f.fingerprint(), index.partitions) if body.cursor else None
     except CursorError as exc:
         raise ApiError(422, "invalid_cursor", str(exc)) from exc
+    as_of = await index.as_of()
     page = await index.page(account, f, start, body.limit)
     nxt = encode_cursor(page.next_cursor, key, account) if page.next_cursor else None
-    return DevicePageOut(devices=page.install_ids, next_cursor=nxt)
+    return DevicePageOut(devices=page.install_ids, next_cursor=nxt, as_of=as_of)
 
 
 @router.post("/export", response_class=StreamingResponse,
@@ -86,6 +88,7 @@ async def export(body: FilterBody, account: Account, request: Request) -> Stream
     the reply starts, so Redis failing then is a 503; failing later aborts the stream (the
     chunked body never ends, so a client sees an error rather than a shorter list)."""
     f = await _checked(request, account, body)
+    as_of = await _index(request).as_of()
     pages = _index(request).walk(account, f)
     first = await anext(pages, None)
 
@@ -98,7 +101,8 @@ async def export(body: FilterBody, account: Account, request: Request) -> Stream
         finally:
             await pages.aclose()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson")
+    headers = {"X-As-Of": str(as_of)} if as_of is not None else {}
+    return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
 
 
 @router.post("/verdict", response_model=VerdictOut)

@@ -39,10 +39,12 @@ class DevicePage:
 class SegmentIndex:
     """Counts and lists devices matching include/exclude filters."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, partitions: int, scratch_ttl_ms: int = SCRATCH_TTL_MS):
+    def __init__(self, redis: aioredis.Redis, prefix: str, partitions: int, scratch_ttl_ms: int = SCRATCH_TTL_MS,
+                 topic: str = "postbacks.v1"):
         self.redis = redis
         self.prefix = prefix
         self.partitions = partitions
+        self.topic = topic  # the postbacks topic whose partitions' as-of keys `as_of` reads
         self.scratch_ttl_ms = scratch_ttl_ms
         self._count = redis.register_script(_COUNT)
         self._page = redis.register_script(_PAGE)
@@ -52,6 +54,16 @@ class SegmentIndex:
         return [keys.scratch(token), keys.scratch(token + "x")], [
             keys.tag, account_id, f.include_match, self.scratch_ttl_ms, len(f.event_include), len(f.event_exclude),
             *f.event_include, *f.event_exclude]
+
+    async def as_of(self) -> int | None:
+        """Unix ms before which every postback on the log is reflected in what is read after this
+        call: the minimum of the partitions' as-of (services/processor/freshness.py); None while a
+        partition has none yet. Read it BEFORE the answer it qualifies."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in range(self.partitions):
+                pipe.get(PartitionKeys(self.prefix, p).applied_as_of(self.topic))
+            values = await pipe.execute()
+        return None if any(v is None for v in values) else min(int(v) for v in values)
 
     async def count(self, account_id: int, f: SegmentFilter) -> int:
         """Matching devices summed over partitions; one pipelined round trip."""

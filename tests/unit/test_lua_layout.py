@@ -37,7 +37,8 @@ def test_the_header_builds_the_same_keys_as_python():
     """Every generated Lua key function concatenates exactly what PartitionKeys formats."""
     header = lua_header()
     keys = PartitionKeys("pfx", 3)
-    samples = {"applied_offset": dict(topic="postbacks.v1"), "identity": dict(topic="postbacks.v1"), "device_index": dict(account=7, bucket=12),
+    samples = {"applied_offset": dict(topic="postbacks.v1"), "identity": dict(topic="postbacks.v1"),
+               "applied_as_of": dict(topic="postbacks.v1"), "device_index": dict(account=7, bucket=12),
                "device_states": dict(account=7, bucket=2), "device_seq": dict(account=7),
                "device_names": dict(account=7, bucket=2), "segment": dict(account=7, code="dep_2"),
                "device_counts": dict(account=7), "segment_codes": dict(account=7),
