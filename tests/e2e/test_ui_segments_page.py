@@ -8,6 +8,8 @@ the test sent, never from the service under test.
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import csv
 import io
@@ -108,6 +110,8 @@ async def pick(page: Page, kind: str, code: str) -> None:
 async def expect_filter_count(page: Page, expected: int) -> None:
     await expect(page.locator("#filter-count")).to_have_attribute("data-count", str(expected), timeout=WAIT_MS)
     await expect(page.locator("#filter-count")).to_have_text(f"{expected:,}")
+    # the freshness line: "exact as of HH:MM:SS" once the processor has caught up
+    await expect(page.locator("#filter-as-of")).to_have_text(re.compile(r"^exact as of \d{2}:\d{2}:\d{2}$"), timeout=WAIT_MS)
 
 
 @pytest.mark.seed(6)

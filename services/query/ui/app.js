@@ -513,6 +513,10 @@ async function runCount() {
     $("filter-unit").textContent = body.count === 1 ? "device" : "devices";
     $("filter-count").dataset.count = String(body.count);
     $("filter-count").classList.remove("stale");
+    // The count is exact for every postback answered before as_of (the processor's freshness).
+    $("filter-as-of").textContent = body.as_of == null ? "not caught up yet"
+      : `exact as of ${new Date(body.as_of).toLocaleTimeString([], { hour12: false })}`;
+    $("filter-as-of").dataset.asOf = body.as_of == null ? "" : String(body.as_of);
     showMessage($("filter-error"), "");
   } catch (err) {
     if (seq !== state.countSeq) return;
