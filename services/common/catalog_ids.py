@@ -16,6 +16,7 @@ from typing import Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.errors import KafkaError
 
 from services.common.settings import CommonSettings
@@ -36,6 +37,18 @@ class IdLog(Protocol):
         """A new id of `kind`, greater than `above`, durable before it returns (blocks until the
         log confirms, at most the adapter's timeout). Raises IdLogUnavailable."""
 
+    async def _grow(self) -> None:
+        """A topic made before a kind was added has fewer partitions than kinds: add them (the
+        records have no keys, so no record moves; each partition is its own sequence)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([self.topic])
+            if len(described["partitions"]) < self.spec.partitions:
+                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
+        finally:
+            await admin.close()
+
     async def allocations(self, kind: str) -> list[tuple[int, dict]]:
         """Every allocation record of `kind` so far, as (id, entity), oldest first."""
 
@@ -53,6 +66,18 @@ class MemoryIdLog:
         records.extend([_PADDING] * padding_needed(kind, len(records), above))
         records.append(orjson.dumps({"kind": kind, **entity}))
         return id_at(kind, len(records) - 1)
+
+    async def _grow(self) -> None:
+        """A topic made before a kind was added has fewer partitions than kinds: add them (the
+        records have no keys, so no record moves; each partition is its own sequence)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([self.topic])
+            if len(described["partitions"]) < self.spec.partitions:
+                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
+        finally:
+            await admin.close()
 
     async def allocations(self, kind: str) -> list[tuple[int, dict]]:
         return _entities(kind, enumerate(self._records[kind]))
@@ -75,6 +100,7 @@ class KafkaIdLog:
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
             await ensure_topics(self.bootstrap, {self.topic: self.spec}, timeout_s=self.timeout_s)
+            await self._grow()
             producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True,
                                         linger_ms=0, request_timeout_ms=int(self.timeout_s * 1000))
             await producer.start()
@@ -101,6 +127,18 @@ class KafkaIdLog:
             await self._reset()
             raise IdLogUnavailable(f"the catalog id log ({self.topic} on Kafka at {self.bootstrap}) did not "
                                    f"confirm an allocation within {self.timeout_s:g} s: {exc!r}") from exc
+
+    async def _grow(self) -> None:
+        """A topic made before a kind was added has fewer partitions than kinds: add them (the
+        records have no keys, so no record moves; each partition is its own sequence)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
+        await admin.start()
+        try:
+            [described] = await admin.describe_topics([self.topic])
+            if len(described["partitions"]) < self.spec.partitions:
+                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
+        finally:
+            await admin.close()
 
     async def allocations(self, kind: str) -> list[tuple[int, dict]]:
         tp = TopicPartition(self.topic, KIND_PARTITION[kind])

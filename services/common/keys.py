@@ -48,6 +48,14 @@ class CatalogKeys:
         """Hash: custom event code -> event id (uniqueness of codes)."""
         return f"{self.tag}:event_codes:{account_id}"
 
+    def saved_segments(self, account_id: int) -> str:
+        """Hash: saved segment id -> JSON {id, name, filter, version, created_at, updated_at} (the current version)."""
+        return f"{self.tag}:saved_segments:{account_id}"
+
+    def saved_segment_versions(self, account_id: int, segment_id: int) -> str:
+        """List, oldest first: every version of a saved segment, as JSON like the current one."""
+        return f"{self.tag}:saved_segment_versions:{account_id}:{segment_id}"
+
     @property
     def deleted_events(self) -> str:
         """Set: ids of deleted custom events (their allocation records are not lost entities)."""

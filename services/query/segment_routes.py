@@ -58,6 +58,10 @@ async def segment_events(account: Account, request: Request) -> SegmentEvents:
 
 @router.post("/count", response_model=CountOut)
 async def count(body: FilterBody, account: Account, request: Request) -> CountOut:
+    return await count_answer(request, account, body)
+
+
+async def count_answer(request: Request, account: int, body: FilterBody) -> CountOut:
     f = await _checked(request, account, body)
     as_of = await _index(request).as_of()  # before the count: the count then reflects at least that much
     return CountOut(count=await _index(request).count(account, f), as_of=as_of)
@@ -68,6 +72,10 @@ async def devices(body: DevicePageRequest, account: Account, request: Request) -
     """One page of matching install ids. Pages are stable: walking them with `next_cursor`
     returns every device that matched for the whole walk exactly once. Cursors are signed: one
     this API did not issue to this account for this filter is 422 `invalid_cursor`."""
+    return await devices_answer(request, account, body)
+
+
+async def devices_answer(request: Request, account: int, body: DevicePageRequest) -> DevicePageOut:
     f = await _checked(request, account, body)
     index = _index(request)
     key = await request.app.state.cursor_secret.get()
@@ -87,6 +95,10 @@ async def export(body: FilterBody, account: Account, request: Request) -> Stream
     """Every matching device as NDJSON, streamed page by page. The first page is read before
     the reply starts, so Redis failing then is a 503; failing later aborts the stream (the
     chunked body never ends, so a client sees an error rather than a shorter list)."""
+    return await export_answer(request, account, body)
+
+
+async def export_answer(request: Request, account: int, body: FilterBody, headers: dict | None = None) -> StreamingResponse:
     f = await _checked(request, account, body)
     as_of = await _index(request).as_of()
     pages = _index(request).walk(account, f)
@@ -101,7 +113,7 @@ async def export(body: FilterBody, account: Account, request: Request) -> Stream
         finally:
             await pages.aclose()
 
-    headers = {"X-As-Of": str(as_of)} if as_of is not None else {}
+    headers = {**(headers or {}), **({"X-As-Of": str(as_of)} if as_of is not None else {})}
     return StreamingResponse(lines(), media_type="application/x-ndjson", headers=headers)
 
 

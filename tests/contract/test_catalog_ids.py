@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from services.common.catalog_ids import KafkaIdLog, MemoryIdLog
-from services.common.topics import TopicSpec
-from services.domain.catalog_ids import ACCOUNT, EVENT
+from services.common.topics import TopicSpec, ensure_topics
+from services.domain.catalog_ids import ACCOUNT, EVENT, SEGMENT
 from services.domain.codes import FIRST_CUSTOM_ID
 
 
@@ -17,15 +17,19 @@ async def id_log(request, unique, infra, delete_own_topics):
     if request.param == "memory":
         log = MemoryIdLog()
     else:
-        log = KafkaIdLog(infra.kafka, f"catalog-ids-{unique}", TopicSpec(2, {"retention.ms": "-1"}), timeout_s=20)
+        # The topic exists with 2 partitions, as made before saved segments had ids: the log adds the third.
+        topic = f"catalog-ids-{unique}"
+        await ensure_topics(infra.kafka, {topic: TopicSpec(2, {"retention.ms": "-1"})})
+        log = KafkaIdLog(infra.kafka, topic, TopicSpec(3, {"retention.ms": "-1"}), timeout_s=20)
     yield log
     await log.close()
 
 
 async def test_a_fresh_log_counts_each_kind_from_its_first_id(id_log):
-    """Accounts 1, 2, 3 and events 101, 102, interleaved: the kinds do not share a sequence."""
-    got = [await id_log.allocate(kind, {"n": i}) for i, kind in enumerate([ACCOUNT, EVENT, ACCOUNT, EVENT, ACCOUNT])]
-    assert got == [1, FIRST_CUSTOM_ID, 2, FIRST_CUSTOM_ID + 1, 3]
+    """Accounts 1, 2, 3, events 101, 102 and segments 1, 2, interleaved: the kinds do not share a sequence."""
+    kinds = [ACCOUNT, EVENT, SEGMENT, ACCOUNT, EVENT, ACCOUNT, SEGMENT]
+    got = [await id_log.allocate(kind, {"n": i}) for i, kind in enumerate(kinds)]
+    assert got == [1, FIRST_CUSTOM_ID, 1, 2, FIRST_CUSTOM_ID + 1, 3, 2]
 
 
 async def test_an_allocation_is_above_the_highest_id_the_catalog_holds(id_log):

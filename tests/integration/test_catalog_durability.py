@@ -34,7 +34,7 @@ async def roll_back(redis, prefix: str, kept: dict[bytes, bytes]) -> None:
 
 @pytest.fixture
 async def catalog(infra, redis_client, key_prefix, unique, delete_own_topics):
-    ids = KafkaIdLog(infra.kafka, f"catalog-ids-{unique}", TopicSpec(2, {"retention.ms": "-1"}), timeout_s=20)
+    ids = KafkaIdLog(infra.kafka, f"catalog-ids-{unique}", TopicSpec(3, {"retention.ms": "-1"}), timeout_s=20)
     yield CatalogStore(redis_client, key_prefix, ids)
     await ids.close()
 
@@ -84,7 +84,7 @@ async def test_a_catalog_older_than_its_log_is_skipped_past(catalog, redis_clien
 async def test_a_catalog_write_without_kafka_is_refused_in_bounded_time(redis_client, key_prefix):
     """No broker at the address: create_account raises IdLogUnavailable within the timeout and stores nothing."""
     from local_servers import free_port
-    ids = KafkaIdLog(f"127.0.0.1:{free_port()}", "catalog-ids-none", TopicSpec(2), timeout_s=1.5)
+    ids = KafkaIdLog(f"127.0.0.1:{free_port()}", "catalog-ids-none", TopicSpec(3), timeout_s=1.5)
     store = CatalogStore(redis_client, key_prefix, ids)
     started = time.monotonic()
     with pytest.raises(IdLogUnavailable):

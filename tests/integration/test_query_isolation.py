@@ -92,8 +92,8 @@ async def test_reads_return_only_the_callers_data(query):
     overview = {e["code"]: e["devices"] for e in (await query.call(b, "GET", "/api/b/v2/segments/events")).json()["events"]}
     assert overview == {"install": 1, "reg": 1, "dep": 0}
     assert all(f"_{b.account_id}" in e["postback_url"] for e in (await query.call(b, "GET", "/api/b/v2/segments/events")).json()["events"])
-    assert (await query.call(b, "POST", "/api/b/v2/segments/count", json={})).json() == {"count": 1}
-    assert (await query.call(a, "POST", "/api/b/v2/segments/count", json={})).json() == {"count": 2}
+    assert (await query.call(b, "POST", "/api/b/v2/segments/count", json={})).json() == {"count": 1, "as_of": None}
+    assert (await query.call(a, "POST", "/api/b/v2/segments/count", json={})).json() == {"count": 2, "as_of": None}
     unknown = await query.call(b, "POST", "/api/b/v2/segments/count", json={"event_include": ["a_only"]})
     assert unknown.status_code == 422 and unknown.json()["unknown_codes"] == ["a_only"]
     assert (await query.call(b, "POST", "/api/b/v2/segments/devices", json={})).json()["devices"] == ["b-device"]

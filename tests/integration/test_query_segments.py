@@ -91,7 +91,7 @@ def test_filters_match_a_brute_force_oracle(infra, key_prefix, devices, include,
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://q") as client:
                 resp = await client.post(f"{S}/count", json=body, headers=headers)
                 assert resp.status_code == 200, resp.text
-                assert resp.json() == {"count": len(expected)}
+                assert resp.json() == {"count": len(expected), "as_of": None}  # no processor: no freshness claim
                 walked = await walk(client, headers, body, limit)
                 assert len(walked) == len(set(walked)) and set(walked) == expected
                 exported = await client.post(f"{S}/export", json=body, headers=headers)
@@ -181,7 +181,7 @@ async def test_filter_errors_are_422_and_name_the_codes(query):
                     {"event_include": ["reg"] * 65}, {"extra": True}):
             r = await query.call(t, "POST", f"{S}/{path}", json=bad)
             assert r.status_code == 422 and r.json()["error"] == "validation_error", (path, bad, r.text)
-    assert (await query.call(t, "POST", f"{S}/count", json={"event_include": ["promo", "dep_9"]})).json() == {"count": 0}
+    assert (await query.call(t, "POST", f"{S}/count", json={"event_include": ["promo", "dep_9"]})).json() == {"count": 0, "as_of": None}
     for limit in (0, 5001, -1):
         r = await query.call(t, "POST", f"{S}/devices", json={"limit": limit})
         assert r.status_code == 422 and r.json()["error"] == "validation_error"
@@ -282,7 +282,7 @@ async def test_a_failed_segment_script_leaves_only_expiring_scratch_keys(query):
         return await scratch_keys(query.redis, prefix) == []
     await wait_for(all_expired, timeout=10, interval=0.05, message="the scratch keys to expire")
     ok = await query.call(t, "POST", f"{S}/count", json={"event_include": ["reg"], "event_exclude": ["promo"]})
-    assert ok.json() == {"count": 20} and await scratch_keys(query.redis, prefix) == []
+    assert ok.json() == {"count": 20, "as_of": None} and await scratch_keys(query.redis, prefix) == []
 
 
 async def test_overview_orders_events_and_counts_devices(query):

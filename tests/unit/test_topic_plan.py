@@ -25,10 +25,10 @@ def test_the_postbacks_log_is_kept_forever_and_the_feeds_for_seven_days():
 
 
 def test_the_catalog_id_log_has_a_partition_per_kind_and_is_kept_forever():
-    """catalog-ids.v1: accounts and custom events (services/domain/catalog_ids.py), retention.ms=-1, checked
+    """catalog-ids.v1: accounts, custom events and saved segments (services/domain/catalog_ids.py), retention.ms=-1, checked
     like the postbacks log, with a refusal that names what its records are for."""
     spec = topic_plan(settings())["catalog-ids.v1"]
-    assert (spec.partitions, spec.configs, spec.whole_log) == (2, {"retention.ms": "-1", "cleanup.policy": "delete"}, True)
+    assert (spec.partitions, spec.configs, spec.whole_log) == (3, {"retention.ms": "-1", "cleanup.policy": "delete"}, True)
     problem = whole_log_problem("catalog-ids.v1", {"retention.ms": "604800000"}, -1, "k:9092", spec.why)
     assert "catalog check --restore" in problem and "retention.ms=-1" in problem
 
