@@ -40,8 +40,8 @@ async def test_events_postbacks_segments_devices_and_rejections(running_stack):
         await wait_for(counted, timeout=60, interval=0.1, message="the processor to apply the postbacks")
         body = {"event_include": ["reg"], "event_exclude": ["dep_2"]}
         assert (await c.post(f"{q}/api/b/v2/segments/count", json=body, headers=h)).json()["count"] == 1
-        assert (await c.post(f"{q}/api/b/v2/segments/devices", json=body, headers=h)).json() == \
-            {"devices": ["dev-2"], "next_cursor": None}
+        page = (await c.post(f"{q}/api/b/v2/segments/devices", json=body, headers=h)).json()
+        assert (page["devices"], page["next_cursor"]) == (["dev-2"], None)
         export = (await c.post(f"{q}/api/b/v2/segments/export", json={}, headers=h)).text.splitlines()
         assert sorted(json.loads(x)["install_id"] for x in export) == ["dev-1", "dev-2", "dev-3"]
 
