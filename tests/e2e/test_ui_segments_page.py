@@ -253,6 +253,25 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     assert len(got) == len(set(got)) and set(got) == expected_ids
     await expect(page.locator("#download-status")).to_contain_text(f"{len(expected_ids):,} install ids")
 
+    # Save the filter as a segment: listed with its live count; reopen, rename and delete it.
+    await page.fill("#save-name", "reg, no lead")
+    await page.click("#save-segment")
+    saved_row = page.locator("#saved-rows tr").first
+    await expect(saved_row.locator("td.num")).to_have_attribute("data-count", str(len(expected_ids)), timeout=WAIT_MS)
+    await page.click("#clear-filter")
+    await expect_filter_count(page, len(devices))
+    await saved_row.locator("button.link").click()
+    await expect(page.locator('#exclude-chips .chip[data-code="lead"]')).to_be_visible()
+    await expect_filter_count(page, len(expected_ids))
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("reg without lead")))
+    await saved_row.locator("button", has_text="Rename").click()
+    await expect(saved_row.locator("button.link")).to_have_text("reg without lead")
+    await expect(saved_row.locator("td", has_text="v2")).to_be_visible()
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await saved_row.locator("button", has_text="Delete").click()
+    await expect(page.locator("#saved-rows tr")).to_have_count(0)
+    await expect(page.locator("#saved-empty")).to_be_visible()
+
     # Device lookup: the device's events, and why the filter does or does not select it.
     returning = "ui-a-000"
     await page.fill("#device-id", returning)

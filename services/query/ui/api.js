@@ -88,6 +88,11 @@ export class QueryApi {
   createEvent(name, code) { return this.request("POST", "/events", { name, code }); }
   renameEvent(id, name) { return this.request("PUT", `/events/${encodeURIComponent(id)}`, { name }); }
   deleteEvent(id) { return this.request("DELETE", `/events/${encodeURIComponent(id)}`); }
+  savedSegments() { return this.request("GET", "/segments?per_page=100"); }
+  saveSegment(name, filter) { return this.request("POST", "/segments", { name, filter }); }
+  renameSegment(id, name) { return this.request("PUT", `/segments/${encodeURIComponent(id)}`, { name }); }
+  deleteSegment(id) { return this.request("DELETE", `/segments/${encodeURIComponent(id)}`); }
+  countSegment(id) { return this.request("POST", `/segments/${encodeURIComponent(id)}/count`); }
   setActive(id, active) {
     return this.request("POST", `/events/${encodeURIComponent(id)}/${active ? "activate" : "deactivate"}`);
   }

@@ -170,6 +170,7 @@ async function refreshAll() {
     const fresh = await refreshEvents();
     if (fresh) scheduleCount(0);
     await refreshRejected();
+    if (fresh) await refreshSaved();
     if (fresh) stamp(); // "updated" tells the time of the last good data, not the last attempt
   } finally {
     state.refreshing = false;
@@ -524,6 +525,79 @@ async function runCount() {
   }
 }
 
+// ---------------------------------------------------------------- saved segments
+
+async function refreshSaved() {
+  if (!state.api) return;
+  try {
+    const { segments } = await state.api.savedSegments();
+    const counts = await Promise.all(segments.map((seg) => state.api.countSegment(seg.id).catch(() => null)));
+    renderSaved(segments, counts);
+  } catch (err) {
+    handle(err, $("save-error"));
+  }
+}
+
+function renderSaved(segments, counts) {
+  $("saved-empty").hidden = segments.length > 0;
+  $("saved-rows").replaceChildren(...segments.map((seg, i) => {
+    const c = counts[i];
+    const open = h("button", { type: "button", class: "link", text: seg.name, title: "load this filter",
+      onclick: () => openSegment(seg) });
+    const rename = h("button", { type: "button", class: "ghost small", text: "Rename", onclick: () => renameSegment(seg) });
+    const remove = h("button", { type: "button", class: "ghost small danger", text: "Delete", onclick: () => deleteSegment(seg) });
+    return h("tr", { "data-segment": String(seg.id) },
+      h("td", {}, open),
+      h("td", { class: "num", "data-count": c ? String(c.count) : "", text: c ? `${fmt.format(c.count)} devices` : "–" }),
+      h("td", { class: "muted small", text: `v${seg.version}` }),
+      h("td", {}, rename, remove));
+  }));
+}
+
+function openSegment(seg) {
+  state.include = [...(seg.filter.event_include || [])];
+  state.exclude = [...(seg.filter.event_exclude || [])];
+  state.match = seg.filter.include_match === "any" ? "any" : "all";
+  for (const radio of document.querySelectorAll('input[name="include-match"]')) radio.checked = radio.value === state.match;
+  $("save-name").value = seg.name;
+  renderFilterOptions();
+  scheduleCount(0);
+}
+
+async function saveSegment(ev) {
+  ev.preventDefault();
+  const name = $("save-name").value.trim();
+  if (!name) return showMessage($("save-error"), "Give the segment a name first.");
+  try {
+    await state.api.saveSegment(name, filterBody());
+    showMessage($("save-error"), "");
+    await refreshSaved();
+  } catch (err) {
+    handle(err, $("save-error"));
+  }
+}
+
+async function renameSegment(seg) {
+  const name = (window.prompt("New name", seg.name) || "").trim();
+  if (!name || name === seg.name) return;
+  try {
+    await state.api.renameSegment(seg.id, name);
+    await refreshSaved();
+  } catch (err) {
+    handle(err, $("save-error"));
+  }
+}
+
+async function deleteSegment(seg) {
+  if (!window.confirm(`Delete the saved segment “${seg.name}”?`)) return;
+  try {
+    await state.api.deleteSegment(seg.id);
+    await refreshSaved();
+  } catch (err) {
+    handle(err, $("save-error"));
+  }
+}
+
 // ---------------------------------------------------------------- download
 
 async function download() {
@@ -698,6 +772,7 @@ function wire() {
     scheduleCount(0);
   });
   $("download").addEventListener("click", download);
+  $("save-form").addEventListener("submit", saveSegment);
   $("device-form").addEventListener("submit", lookUpDevice);
   $("live").addEventListener("change", () => { if ($("live").checked) refreshAll(); });
   document.addEventListener("visibilitychange", () => { if (!document.hidden && state.api) refreshAll(); });
