@@ -42,3 +42,22 @@ class Reference:
 
     def device_counts(self, account_id: int) -> dict[str, int]:
         return self.book.device_counts(account_id)
+
+
+def check_device_events(values: list[bytes], ref: Reference) -> dict[str, bytes]:
+    """The device-events topic against the reference: every occurrence once after deduplicating by
+    event_id, duplicates byte-identical, each with the reference's event, ordinal and first flag.
+    Returns the records by event_id."""
+    import orjson
+
+    by_id: dict[str, bytes] = {}
+    for value in values:
+        event_id = orjson.loads(value)["event_id"]
+        assert by_id.setdefault(event_id, value) == value, event_id  # duplicates byte-identical
+    want = {e.event_id: e for e in ref.published}
+    assert set(by_id) == set(want)
+    for event_id, value in by_id.items():
+        got = orjson.loads(value)
+        assert (got["event"], got["deposit_ordinal"], got["first_occurrence"]) == \
+            (want[event_id].event, want[event_id].deposit_ordinal, want[event_id].first_occurrence), event_id
+    return by_id

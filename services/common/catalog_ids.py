@@ -37,18 +37,6 @@ class IdLog(Protocol):
         """A new id of `kind`, greater than `above`, durable before it returns (blocks until the
         log confirms, at most the adapter's timeout). Raises IdLogUnavailable."""
 
-    async def _grow(self) -> None:
-        """A topic made before a kind was added has fewer partitions than kinds: add them (the
-        records have no keys, so no record moves; each partition is its own sequence)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
-        await admin.start()
-        try:
-            [described] = await admin.describe_topics([self.topic])
-            if len(described["partitions"]) < self.spec.partitions:
-                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
-        finally:
-            await admin.close()
-
     async def allocations(self, kind: str) -> list[tuple[int, dict]]:
         """Every allocation record of `kind` so far, as (id, entity), oldest first."""
 
@@ -66,18 +54,6 @@ class MemoryIdLog:
         records.extend([_PADDING] * padding_needed(kind, len(records), above))
         records.append(orjson.dumps({"kind": kind, **entity}))
         return id_at(kind, len(records) - 1)
-
-    async def _grow(self) -> None:
-        """A topic made before a kind was added has fewer partitions than kinds: add them (the
-        records have no keys, so no record moves; each partition is its own sequence)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
-        await admin.start()
-        try:
-            [described] = await admin.describe_topics([self.topic])
-            if len(described["partitions"]) < self.spec.partitions:
-                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
-        finally:
-            await admin.close()
 
     async def allocations(self, kind: str) -> list[tuple[int, dict]]:
         return _entities(kind, enumerate(self._records[kind]))

@@ -23,7 +23,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from redis.crc import key_slot
 
-from reference_book import Reference
+from reference_book import Reference, check_device_events
 from services.common.keys import PartitionKeys
 from services.common.models import PostbackRecord
 from services.devstack.cluster import kafka_node_name, kill_node, redis_node_name
@@ -60,16 +60,7 @@ async def check_against_reference(redis, prefix: str, topic: str, device_events:
             counts[code.decode()] = counts.get(code.decode(), 0) + int(n)
     assert counts == ref.device_counts(account)
     published = await read_all(bootstrap, device_events)
-    by_id: dict[str, bytes] = {}
-    for m in published:
-        event_id = orjson.loads(m.value)["event_id"]
-        assert by_id.setdefault(event_id, m.value) == m.value, event_id  # duplicates byte-identical
-    want = {e.event_id: e for e in ref.published}
-    assert set(by_id) == set(want)
-    for event_id, value in by_id.items():
-        got = orjson.loads(value)
-        assert (got["event"], got["deposit_ordinal"], got["first_occurrence"]) == \
-            (want[event_id].event, want[event_id].deposit_ordinal, want[event_id].first_occurrence), event_id
+    check_device_events([m.value for m in published], ref)
     return ref, len(published)
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import random
 
-import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from reference_book import Reference
+from reference_book import Reference, check_device_events
 from services.common.clock import FixedClock
 from services.common.keys import PartitionKeys
 from services.common.models import PostbackRecord
@@ -108,15 +107,6 @@ async def test_a_rollback_under_a_running_worker_is_noticed_and_repaired(infra, 
         [(_, events)] = [d for d in located if d]
         assert events == expected, install
     # Device-events: every occurrence with the right ordinal; re-published ones byte-identical.
-    by_id: dict[str, bytes] = {}
-    for m in await read_all(infra.kafka, device_events):
-        event_id = orjson.loads(m.value)["event_id"]
-        assert by_id.setdefault(event_id, m.value) == m.value, event_id
-    want = {e.event_id: e for e in ref.published}
-    assert set(by_id) == set(want)
-    for event_id, value in by_id.items():
-        got = orjson.loads(value)
-        assert (got["event"], got["deposit_ordinal"], got["first_occurrence"]) == \
-            (want[event_id].event, want[event_id].deposit_ordinal, want[event_id].first_occurrence), event_id
+    by_id = check_device_events([m.value for m in await read_all(infra.kafka, device_events)], ref)
     print(f"seed={seed}: {lost} applied records lost by the rollback, re-applied; {regressions - regressions_before} "
           f"regressions noticed; {len(by_id)} device-events")

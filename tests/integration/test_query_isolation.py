@@ -10,6 +10,7 @@ from query_fixtures import ndjson, query  # noqa: F401
 from services.common.catalog import key_id_of
 
 A_EVENT = "{a_event}"
+A_SEGMENT = "{a_segment}"
 # Every (method, path) of the API with a body that would succeed for the owner.
 ENDPOINTS = [
     ("GET", "/api/b/v2/events", None),
@@ -26,7 +27,21 @@ ENDPOINTS = [
     ("POST", "/api/b/v2/segments/verdict", {"install_id": "a-device", "event_include": ["reg"]}),
     ("GET", "/api/b/v2/devices/a-device", None),
     ("GET", "/api/b/v2/postbacks/rejected", None),
+    ("POST", "/api/b/v2/segments", {"name": "s", "filter": {}}),
+    ("GET", "/api/b/v2/segments", None),
+    ("GET", f"/api/b/v2/segments/{A_SEGMENT}", None),
+    ("PUT", f"/api/b/v2/segments/{A_SEGMENT}", {"name": "renamed"}),
+    ("DELETE", f"/api/b/v2/segments/{A_SEGMENT}", None),
+    ("GET", f"/api/b/v2/segments/{A_SEGMENT}/versions", None),
+    ("POST", f"/api/b/v2/segments/{A_SEGMENT}/count", None),
+    ("POST", f"/api/b/v2/segments/{A_SEGMENT}/devices", {"limit": 10}),
+    ("POST", f"/api/b/v2/segments/{A_SEGMENT}/export", None),
 ]
+SEGMENT_ENDPOINTS = [e for e in ENDPOINTS if A_SEGMENT in e[1]]
+
+
+def _filled(path: str, a_event: int, a_segment: int) -> str:
+    return path.replace(A_EVENT, str(a_event)).replace(A_SEGMENT, str(a_segment))
 
 
 def test_the_matrix_covers_every_api_route():
@@ -37,7 +52,8 @@ def test_the_matrix_covers_every_api_route():
 
     spec = create_app(make_settings("tmatrix", "redis://127.0.0.1:1/0")).openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/api/")}
-    covered = {(m, p.replace(A_EVENT, "{event_id}").replace("a-device", "{install_id}")) for m, p, _ in ENDPOINTS}
+    covered = {(m, p.replace(A_EVENT, "{event_id}").replace(A_SEGMENT, "{segment_id}").replace("a-device", "{install_id}"))
+               for m, p, _ in ENDPOINTS}
     assert routes == covered
 
 
@@ -50,20 +66,21 @@ async def _setup(query):
         await query.app.state.rejected.append(0, [(account, account, orjson.dumps(
             {"schema": "rejected-postback.v1", "stage": "ingress", "reason": reason, "message": "m",
              "account_id": account, "raw": f"status=x_{account}", "at": 1}))])
-    return a, b, a_event
+    a_segment = (await query.call(a, "POST", "/api/b/v2/segments", json={"name": "A's", "filter": {}})).json()["id"]
+    return a, b, a_event, a_segment
 
 
 @pytest.mark.parametrize("method,path,body", ENDPOINTS)
 @pytest.mark.parametrize("auth", ["missing", "not bearer", "wrong key", "revoked key", "empty"])
 async def test_without_a_valid_key_every_endpoint_is_401(query, method, path, body, auth):
-    a, _, a_event = await _setup(query)
+    a, _, a_event, a_segment = await _setup(query)
     revoked = await query.catalog.add_api_key(a.account_id, 1)
     await query.catalog.revoke_api_key(a.account_id, key_id_of(revoked))
     headers = {"missing": {}, "not bearer": {"Authorization": f"Basic {a.api_key}"},
                "wrong key": {"Authorization": "Bearer pbs_nope"}, "revoked key": {"Authorization": f"Bearer {revoked}"},
                "empty": {"Authorization": "Bearer "}}[auth]
     before = await query.catalog.version()
-    resp = await query.client.request(method, path.replace(A_EVENT, str(a_event)), json=body, headers=headers)
+    resp = await query.client.request(method, _filled(path, a_event, a_segment), json=body, headers=headers)
     assert resp.status_code == 401, resp.text
     assert resp.json()["error"] == "unauthorized"
     assert await query.catalog.version() == before
@@ -71,7 +88,7 @@ async def test_without_a_valid_key_every_endpoint_is_401(query, method, path, bo
 
 async def test_another_account_cannot_touch_an_event(query):
     """B gets 404 for A's event on GET/PUT/DELETE/activate/deactivate and A's event is unchanged."""
-    a, b, a_event = await _setup(query)
+    a, b, a_event, _ = await _setup(query)
     before = await query.catalog.version()
     for method, path, body in ENDPOINTS[2:7]:
         resp = await query.call(b, method, path.replace(A_EVENT, str(a_event)), json=body)
@@ -84,9 +101,19 @@ async def test_another_account_cannot_touch_an_event(query):
     assert [e["code"] for e in (await query.call(a, "GET", "/api/b/v2/events")).json()["events"]][3:] == ["a_only"]
 
 
+async def test_another_account_cannot_touch_a_saved_segment(query):
+    """B gets 404 for A's saved segment on every route by id, and A's segment is unchanged."""
+    a, b, a_event, a_segment = await _setup(query)
+    for method, path, body in SEGMENT_ENDPOINTS:
+        resp = await query.call(b, method, _filled(path, a_event, a_segment), json=body)
+        assert resp.status_code == 404 and resp.json()["error"] == "segment_not_found", (method, path, resp.text)
+    got = (await query.call(a, "GET", f"/api/b/v2/segments/{a_segment}")).json()
+    assert (got["name"], got["version"]) == ("A's", 1)
+
+
 async def test_reads_return_only_the_callers_data(query):
     """Lists, overview, count, devices, export, device lookup and rejected postbacks stay in the account."""
-    a, b, _ = await _setup(query)
+    a, b, _, _ = await _setup(query)
     listing = (await query.call(b, "GET", "/api/b/v2/events")).json()
     assert [e["code"] for e in listing["events"]] == ["install", "reg", "dep"]
     overview = {e["code"]: e["devices"] for e in (await query.call(b, "GET", "/api/b/v2/segments/events")).json()["events"]}
