@@ -111,8 +111,9 @@ def start_kafka_cluster(ports: Sequence[int] = KAFKA_CLUSTER_PORTS, log=print, h
             if not (data / "meta.properties").exists():
                 data.mkdir(parents=True, exist_ok=True)
                 # A static quorum (controller.quorum.voters): format takes no --initial-controllers.
+                # `--cluster-id=<id>`: an id may start with '-', which as a separate argument reads as an option.
                 fmt = subprocess.run([java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-                                      "-t", cluster_id, "-c", str(config)], capture_output=True, text=True)
+                                      f"--cluster-id={cluster_id}", "-c", str(config)], capture_output=True, text=True)
                 if fmt.returncode != 0:
                     raise StartupError(name, "StorageTool format failed:\n" + fmt.stdout[-1500:] + fmt.stderr[-1500:])
             log(f"starting {name} on {HOST}:{ports[node_id - 1]} ...")
