@@ -217,3 +217,47 @@ def all_hold(conditions: Sequence[Condition], occurrences: Sequence[Occurrence])
 
 def _between(value: int, gte: int | None, lte: int | None) -> bool:
     return (gte is None or value >= gte) and (lte is None or value <= lte)
+
+
+class UnsupportedCondition(ConditionError):
+    """A valid condition the indexes cannot answer exactly yet (422 `unsupported_condition`)."""
+
+
+def as_codes(conditions: Sequence[Condition]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(codes that must have occurred, codes that must not) equal to the conditions, for those the
+    segment bitmaps answer exactly: `occurred` without `within`; `count` without `within` when its
+    bounds are "at least 1" / "at most 0", and any bounds for `dep`, whose deposit ordinals dep_<n>
+    are bitmaps ("at least n deposits" is dep_n, "at most m" is not dep_<m+1>). Raises
+    UnsupportedCondition, saying which and why, for the rest: windows and deposit sums."""
+    require: list[str] = []
+    exclude: list[str] = []
+    for i, c in enumerate(conditions):
+        if isinstance(c, DepositSum):
+            raise UnsupportedCondition(f"conditions[{i}]: `deposit_sum` is not supported yet (the index of deposit "
+                                       "sums is not built); filter on deposit counts with {\"event\": \"dep\", "
+                                       "\"count\": ...}")
+        if c.window is not None:
+            raise UnsupportedCondition(f"conditions[{i}]: `within` is not supported yet (the windowed index is not "
+                                       "built); drop `within` to filter on the whole history")
+        if isinstance(c, Occurred):
+            (require if c.occurred else exclude).append(c.event)
+            continue
+        gte, lte = c.gte or 0, c.lte
+        if c.event == "dep":
+            if gte >= 1:
+                require.append(_deposit_code(gte))
+            if lte is not None:
+                exclude.append(_deposit_code(lte + 1))
+        elif (gte, lte) in ((1, None), (0, 0), (1, 0)):  # (1, 0) cannot match: both lists say so
+            if gte == 1:
+                require.append(c.event)
+            if lte == 0:
+                exclude.append(c.event)
+        elif (gte, lte) != (0, None):
+            raise UnsupportedCondition(f"conditions[{i}]: a count other than \"at least 1\" or \"at most 0\" is "
+                                       f"supported for `dep` only (deposit ordinals); `{c.event}` has no count index yet")
+    return tuple(require), tuple(exclude)
+
+
+def _deposit_code(n: int) -> str:
+    return "dep" if n == 1 else f"dep_{n}"

@@ -24,9 +24,12 @@ class SegmentFilter:
     event_include: tuple[str, ...] = ()
     event_exclude: tuple[str, ...] = ()
     include_match: Match = "all"
+    # Codes that must all have occurred, whatever include_match says: what the filter's
+    # conditions compile to (services/domain/conditions.py `as_codes`).
+    require: tuple[str, ...] = ()
 
     def codes(self) -> list[str]:
-        return [*self.event_include, *self.event_exclude]
+        return [*self.event_include, *self.event_exclude, *self.require]
 
     def included(self) -> tuple[str, ...]:
         """The codes a device must have (all or any): `install` when none are named."""
@@ -35,12 +38,13 @@ class SegmentFilter:
     def normalized(self) -> "SegmentFilter":
         """Duplicates removed and order fixed: the same set of devices, a canonical spelling."""
         return SegmentFilter(tuple(sorted(set(self.event_include))), tuple(sorted(set(self.event_exclude))),
-                             self.include_match)
+                             self.include_match, tuple(sorted(set(self.require))))
 
     def fingerprint(self) -> str:
         """12 hex characters naming the set of devices this filter selects (cursors carry it)."""
         n = self.normalized()
-        raw = json.dumps([list(n.event_include), list(n.event_exclude), n.include_match], separators=(",", ":"))
+        parts = [list(n.event_include), list(n.event_exclude), n.include_match] + ([list(n.require)] if n.require else [])
+        raw = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
 
@@ -61,14 +65,17 @@ def verdict(f: SegmentFilter, codes: Iterable[str]) -> Verdict:
     include = f.included()
     missing = [c for c in include if c not in have]
     excluded = [c for c in f.event_exclude if c in have]
+    unmet = [c for c in f.require if c not in have]
     included = not missing if f.include_match == "all" else len(missing) < len(include)
     reasons = []
     if not included:
         reasons.append(f"{', '.join(missing)} did not occur" if f.include_match == "all"
                        else f"none of {', '.join(include)} occurred")
+    if unmet:
+        reasons.append(f"{', '.join(unmet)} did not occur")
     if excluded:
         reasons.append(f"{', '.join(excluded)} occurred")
-    return Verdict(included and not excluded, tuple(reasons))
+    return Verdict(included and not unmet and not excluded, tuple(reasons))
 
 
 def invalid_codes(codes: Iterable[str]) -> list[str]:

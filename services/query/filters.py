@@ -6,11 +6,12 @@ this module only validates the request's shape and converts it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.domain.codes import EVENT_CODE_PATTERN, INSTALL_ID_PATTERN, MAX_CODE_CHARS
+from services.domain.conditions import MAX_CONDITIONS, as_codes, parse_conditions
 from services.domain.filters import MAX_CODES, SegmentFilter
 
 MAX_PAGE = 5_000
@@ -30,9 +31,17 @@ class FilterBody(BaseModel):
     event_exclude: list[Code] = Field(default_factory=list, max_length=MAX_CODES,
                                      description="Event codes that did NOT occur")
     include_match: Literal["all", "any"] = Field("all", description="all: every included event; any: at least one")
+    conditions: list[dict[str, Any]] = Field(
+        default_factory=list, max_length=MAX_CONDITIONS,
+        description="ANDed with the lists above: {\"event\", \"occurred\": true|false} or {\"event\", \"count\": "
+                    "{\"gte\", \"lte\"}} (any bounds for dep, the deposit count; at least 1 / at most 0 for other "
+                    "events). `within` windows and `deposit_sum` are validated but answered 422 `unsupported_condition` "
+                    "until their index exists (docs/architecture.md)")
 
-    def segment_filter(self) -> SegmentFilter:
-        return SegmentFilter(tuple(self.event_include), tuple(self.event_exclude), self.include_match)
+    def segment_filter(self, now_ms: int) -> SegmentFilter:
+        """The domain's filter; raises ConditionError (bad condition) / UnsupportedCondition."""
+        require, exclude = as_codes(parse_conditions(self.conditions, now_ms))
+        return SegmentFilter(tuple(self.event_include), tuple(self.event_exclude) + exclude, self.include_match, require)
 
 
 class DevicePageRequest(FilterBody):

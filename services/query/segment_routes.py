@@ -12,6 +12,7 @@ from services.query import event_views as views
 from services.query.auth import Account
 from services.query.errors import ApiError
 from services.domain.codes import DEP, deposit_ordinal
+from services.domain.conditions import ConditionError, UnsupportedCondition
 from services.domain.filters import SegmentFilter, unknown_codes, verdict
 from services.query.cursors import CursorError, decode_cursor, encode_cursor
 from services.query.filters import DevicePageRequest, FilterBody, VerdictRequest
@@ -29,7 +30,12 @@ def _index(request: Request) -> SegmentIndex:
 async def _checked(request: Request, account: int, body: FilterBody) -> SegmentFilter:
     """The body as the domain's filter, normalized; 422 naming every code that is not an event
     of the account."""
-    f = body.segment_filter()
+    try:
+        f = body.segment_filter(request.app.state.clock.now_ms())
+    except UnsupportedCondition as exc:
+        raise ApiError(422, "unsupported_condition", str(exc)) from exc
+    except ConditionError as exc:
+        raise ApiError(422, "invalid_condition", str(exc)) from exc
     unknown = unknown_codes(f.codes(), set())
     if unknown:  # only then is the account's event list needed
         unknown = unknown_codes(unknown, {e.code for e in await request.app.state.catalog.custom_events(account)})

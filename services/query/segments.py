@@ -53,7 +53,7 @@ class SegmentIndex:
         token = os.urandom(8).hex()
         return [keys.scratch(token), keys.scratch(token + "x")], [
             keys.tag, account_id, f.include_match, self.scratch_ttl_ms, len(f.event_include), len(f.event_exclude),
-            *f.event_include, *f.event_exclude]
+            len(f.require), *f.event_include, *f.event_exclude, *f.require]
 
     async def as_of(self) -> int | None:
         """Unix ms before which every postback on the log is reflected in what is read after this

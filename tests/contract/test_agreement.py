@@ -70,7 +70,9 @@ async def test_filters_select_what_the_reference_selects(redis_client, key_prefi
         for account in sorted(real.accounts):
             for _ in range(4):
                 include, exclude, match = data.draw(filters(codes))
-                f = SegmentFilter(include, exclude, match).normalized()
+                # what conditions compile to: codes required whatever `match` says
+                require = tuple(data.draw(st.lists(st.sampled_from(codes or ["install"]), max_size=2)))
+                f = SegmentFilter(include, exclude, match, require).normalized()
                 assert await real.select(account, f) == await reference.select(account, f), (account, f)
     finally:
         await real.wipe()

@@ -1,6 +1,8 @@
 """Time, count and money conditions (services/domain/conditions.py): the reference semantics and
 the 422 messages of bad conditions."""
 
+import re
+
 import pytest
 
 from services.domain.conditions import (AMOUNT_SCALE, HOUR_MS, MAX_CONDITIONS, ConditionError, CountBetween,
@@ -89,3 +91,45 @@ def test_bad_conditions_say_what_to_change(raw, says):
 def test_too_many_conditions_are_refused_with_the_limit():
     with pytest.raises(ConditionError, match=f"at most {MAX_CONDITIONS} conditions"):
         parse(*[{"event": "reg"}] * (MAX_CONDITIONS + 1))
+
+
+def test_conditions_the_bitmaps_answer_compile_to_codes():
+    """occurred / not occurred; dep counts as deposit ordinals; at least 1 / at most 0 for any code."""
+    from services.domain.conditions import as_codes
+    assert as_codes(parse({"event": "reg"}, {"event": "promo", "occurred": False})) == (("reg",), ("promo",))
+    assert as_codes(parse({"event": "dep", "count": {"gte": 2, "lte": 5}})) == (("dep_2",), ("dep_6",))
+    assert as_codes(parse({"event": "dep", "count": {"gte": 1}})) == (("dep",), ())
+    assert as_codes(parse({"event": "dep", "count": {"lte": 0}})) == ((), ("dep",))
+    assert as_codes(parse({"event": "dep", "count": {"gte": 0}})) == ((), ())
+    assert as_codes(parse({"event": "promo", "count": {"gte": 1}}, {"event": "trial", "count": {"lte": 0}})) == \
+        (("promo",), ("trial",))
+
+
+@pytest.mark.parametrize("raw, says", [
+    ({"event": "reg", "within": {"last": "7d"}}, "`within` is not supported yet"),
+    ({"event": "promo", "count": {"gte": 2}}, "supported for `dep` only"),
+    ({"deposit_sum": {"currency": "USD", "gte": "1"}}, "`deposit_sum` is not supported yet"),
+])
+def test_conditions_without_an_exact_index_are_refused_saying_so(raw, says):
+    from services.domain.conditions import UnsupportedCondition, as_codes
+    with pytest.raises(UnsupportedCondition, match=re.escape(says)):
+        as_codes(parse({"event": "reg"}, raw))
+
+
+def test_compiled_codes_select_what_the_evaluator_selects():
+    """For deposit counts 0..6 and every bound pair, the codes (deposit ordinals) select exactly the
+    devices the reference evaluator does."""
+    from services.domain.conditions import as_codes
+    for deposits in range(7):
+        occ = [Occurrence("dep", NOW - i) for i in range(deposits)]
+        have = {"install"} | ({"dep"} if deposits else set()) | {f"dep_{n}" for n in range(2, deposits + 1)}
+        for gte in (None, 0, 1, 2, 4):
+            for lte in (None, 0, 1, 3, 6):
+                if gte is not None and lte is not None and lte < gte:
+                    continue
+                bounds = {k: v for k, v in (("gte", gte), ("lte", lte)) if v is not None}
+                if not bounds:
+                    continue
+                [c] = parse({"event": "dep", "count": bounds})
+                require, exclude = as_codes([c])
+                assert (set(require) <= have and not set(exclude) & have) == holds(c, occ), (deposits, bounds)
