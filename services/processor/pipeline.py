@@ -23,7 +23,7 @@ import time
 from typing import Callable
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from services.common.clock import Clock
 from services.processor import metrics
@@ -110,6 +110,14 @@ class PostbackPipeline:
         self.on_outbox_work()  # a previous owner may have left entries in these outboxes
         log.info("partitions_assigned", partitions=partitions, resume_at={p: marks[p] + 1 for p in partitions})
 
+    async def _seek_unpositioned(self, exc: NoOffsetForPartitionError) -> None:
+        tps = [tp for tp in exc.args if isinstance(tp, TopicPartition)] or list(self.consumer.assignment())
+        tps = [tp for tp in tps if tp.topic == self.topic and tp in self.consumer.assignment()]
+        marks = await self.store.watermarks(sorted(tp.partition for tp in tps))
+        for tp in tps:
+            self.consumer.seek(tp, marks[tp.partition] + 1)
+        log.info("positioned_from_watermarks", partitions={tp.partition: marks[tp.partition] + 1 for tp in tps})
+
     async def recover(self) -> None:
         """After a failed dependency came back: forget what was in flight (each batch was applied
         whole or not at all) and re-read every owned partition from its Redis watermark + 1."""
@@ -153,6 +161,12 @@ class PostbackPipeline:
             data = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=self.max_batch)
         except OffsetOutOfRangeError as exc:
             raise LogTruncated(await self._truncation_message(exc)) from exc
+        except NoOffsetForPartitionError as exc:
+            # The fetcher looked for a position of a just-assigned partition before the rebalance
+            # listener had set it (it awaits the Redis watermarks first). The position is the
+            # watermark + 1, as the listener sets it; never a reset policy.
+            await self._seek_unpositioned(exc)
+            return [], []
         self.ready.set()
         now = self.clock.now_ms()
         batches, tasks, group, grouped = [], [], [], 0

@@ -9,6 +9,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from services.common.clock import FixedClock
+from waiting import wait_for
 from services.common.keys import NAMES_BUCKET, PartitionKeys
 from services.common.models import DeviceEventRecord, PostbackRecord, RejectedPostbackRecord
 from services.processor import metrics
@@ -202,6 +203,33 @@ async def test_assignment_resumes_after_the_redis_watermark(harness, infra, redi
     await redis_client.set(PartitionKeys(harness.prefix, part).applied_offset(harness.postbacks), 2)
     await harness.run_until_applied(5)
     assert (await harness.device("w"))["reg"] == (T0 + 3, T0 + 4, 2)
+
+
+async def test_a_partition_fetched_before_it_was_positioned_starts_at_the_watermark(harness, infra, redis_client):
+    """The fetcher may ask for a just-assigned partition's position before the rebalance listener
+    has set it (NoOffsetForPartitionError, as no reset policy is allowed): the pipeline then sets it
+    to the Redis watermark + 1 itself, never to a reset policy's offset."""
+    await produce(infra.kafka, harness.postbacks, [(b"1:u", pb(f"u{i}", "u", "reg", T0 + i)) for i in range(6)])
+    part = [p for p in range(4) if await _has_records(infra, harness.postbacks, p)][0]
+    await redis_client.set(PartitionKeys(harness.prefix, part).applied_offset(harness.postbacks), 3)
+    consumer = AIOKafkaConsumer(bootstrap_servers=infra.kafka, enable_auto_commit=False, auto_offset_reset="none")
+    producer = AIOKafkaProducer(bootstrap_servers=infra.kafka, acks="all", enable_idempotence=True)
+    await consumer.start()
+    await producer.start()
+    try:
+        tp = TopicPartition(harness.postbacks, part)
+        consumer.assign([tp])  # no listener: nothing positions it
+        pipeline = PostbackPipeline(consumer, producer, harness.store, FixedClock(T0 + 5), harness.postbacks,
+                                    harness.rejected, 1000)
+
+        async def applied_to_the_end():
+            await pipeline.poll_once(200)
+            return (await harness.store.watermarks([part]))[part] == 5
+        await wait_for(applied_to_the_end, timeout=30, interval=0, message="offsets 4 and 5 applied")
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert (await harness.device("u"))["reg"] == (T0 + 4, T0 + 5, 2)  # offsets 0-3 counted as applied
 
 
 async def _has_records(infra, topic, partition) -> bool:
