@@ -127,16 +127,21 @@ class CatalogStore:
         entity = {"catalog": self.keys.prefix, "name": name, "created_at": now_ms, "key_hash": hash_api_key(api_key),
                   "key_id": key_id_of(api_key)}
         above = int(await self.redis.get(self.keys.account_seq) or 0)
+        return await self._allocated(ACCOUNT, entity, above, self.store_account), api_key
+
+    async def _allocated(self, kind: str, entity: dict, above: int, store) -> int:
+        """Allocate an id of `kind` above `above` and `store(id, entity)` it; an id the catalog
+        refuses as taken (`id_taken <highest stored>`) moves the next allocation past it."""
         for _ in range(_ALLOCATION_ROUNDS):
-            account_id = await self.ids.allocate(ACCOUNT, entity, above)
+            id_ = await self.ids.allocate(kind, entity, above)
             try:
-                await self.store_account(account_id, entity)
-                return account_id, api_key
+                await store(id_, entity)
+                return id_
             except CatalogError as exc:
                 if exc.error != "id_taken":
                     raise
                 above = int(exc.message.split()[-1])
-        raise CatalogError("id_taken", f"no free account id after {_ALLOCATION_ROUNDS} allocations")
+        raise CatalogError("id_taken", f"no free {kind} id after {_ALLOCATION_ROUNDS} allocations")
 
     async def store_account(self, account_id: int, entity: dict, restore: bool = False) -> None:
         """Store an allocated account (`entity` as its allocation record has it). Raises
@@ -151,9 +156,6 @@ class CatalogStore:
             if str(exc).startswith("id_taken"):
                 raise CatalogError("id_taken", str(exc)) from exc
             raise
-
-    async def has_api_key_hash(self, key_hash: str) -> bool:
-        return bool(await self.redis.hexists(self.keys.api_keys, key_hash))
 
     async def account_for_api_key(self, api_key: str) -> int | None:
         raw = await self.redis.hget(self.keys.api_keys, hash_api_key(api_key))
@@ -247,15 +249,7 @@ class CatalogStore:
         await self._refuse_duplicate(account_id, code)  # before allocating: no id spent on a refusal
         entity = {"catalog": self.keys.prefix, "account_id": account_id, "name": name, "code": code, "created_at": now_ms}
         above = int(await self.redis.get(self.keys.event_seq) or 0) + FIRST_CUSTOM_ID - 1
-        for _ in range(_ALLOCATION_ROUNDS):
-            event_id = await self.ids.allocate(EVENT, entity, above)
-            try:
-                return await self.store_event(event_id, entity)
-            except CatalogError as exc:
-                if exc.error != "id_taken":
-                    raise
-                above = int(exc.message.split()[-1])
-        raise CatalogError("id_taken", f"no free event id after {_ALLOCATION_ROUNDS} allocations")
+        return await self._allocated(EVENT, entity, above, self.store_event)
 
     async def _refuse_duplicate(self, account_id: int, code: str) -> None:
         existing = await self.redis.hget(self.keys.event_codes(account_id), code.lower())

@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.errors import KafkaError
 
 from services.common.settings import CommonSettings
-from services.common.topics import TopicSpec, ensure_topics, topic_plan
+from services.common.topics import TopicSpec, ensure_topics, partition_count, topic_plan
 from services.domain.catalog_ids import KIND_PARTITION, id_at, padding_needed
 
 _PADDING = orjson.dumps({"kind": "padding"})
@@ -107,12 +107,12 @@ class KafkaIdLog:
     async def _grow(self) -> None:
         """A topic made before a kind was added has fewer partitions than kinds: add them (the
         records have no keys, so no record moves; each partition is its own sequence)."""
+        if await partition_count(self.bootstrap, self.topic, self.timeout_s) >= self.spec.partitions:
+            return
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=int(self.timeout_s * 1000))
         await admin.start()
         try:
-            [described] = await admin.describe_topics([self.topic])
-            if len(described["partitions"]) < self.spec.partitions:
-                await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
+            await admin.create_partitions({self.topic: NewPartitions(total_count=self.spec.partitions)})
         finally:
             await admin.close()
 

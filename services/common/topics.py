@@ -177,6 +177,17 @@ async def describe_topic_configs(bootstrap: str, topic: str) -> dict[str, str] |
         await admin.close()
 
 
+async def partition_count(bootstrap: str, topic: str, timeout_s: float = 10.0) -> int:
+    """The partitions the brokers report for `topic` (0: it does not exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([topic])
+        return 0 if described["error_code"] else len(described["partitions"])
+    finally:
+        await admin.close()
+
+
 async def check_postbacks_topic(bootstrap: str, settings: CommonSettings) -> None:
     """Start-up check of the postbacks topic (one metadata round trip; blocks until Kafka answers
     or its request timeout). Raises TopicMisconfigured when it is missing (a consumer or producer

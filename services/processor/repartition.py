@@ -33,11 +33,10 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from tqdm import tqdm
 
 from services.common.redis_conn import async_redis, check_redis
-from services.common.topics import ensure_topics, topic_plan
+from services.common.topics import ensure_topics, partition_count, topic_plan
 from services.ingress.producer import partition_for
 from services.processor.rebuild import (RebuildRefused, RebuildReport, TruncatedLog, _partitions, live_members,
                                         missing_offsets, rebuild, truncated_log_message)
@@ -62,17 +61,6 @@ async def _records(consumer: AIOKafkaConsumer, tp: TopicPartition, end: int, bat
         for m in (await consumer.getmany(tp, timeout_ms=1000, max_records=batch)).get(tp, []):
             if m.offset < end:
                 yield m.timestamp, tp.partition, m.offset, m.key, m.value
-
-
-async def _created_partitions(bootstrap: str, topic: str) -> int:
-    """The partition count the brokers report for `topic` (0: unknown)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        [described] = await admin.describe_topics([topic])
-        return 0 if described["error_code"] else len(described["partitions"])
-    finally:
-        await admin.close()
 
 
 async def _merged(streams):
@@ -122,7 +110,7 @@ async def repartition(settings: ProcessorSettings, target: str, partitions: int,
         await ensure_topics(settings.kafka_bootstrap_servers,
                             {target: topic_plan(target_settings)[target]})
         target_tps = [TopicPartition(target, p) for p in range(partitions)]
-        if await _created_partitions(settings.kafka_bootstrap_servers, target) != partitions:
+        if await partition_count(settings.kafka_bootstrap_servers, target) != partitions:
             raise RebuildRefused(f"topic {target!r} exists with another partition count: delete it or pick another name")
         held = await consumer.end_offsets(target_tps)
         if any(held.values()):

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from services.common.keys import PartitionKeys, lua_header
-from services.common.redis_conn import is_cluster
+from services.common.redis_conn import is_cluster, run_scripts
 from services.domain.device_event import entry_records
 from services.domain.device_state import EventStat, parse_device_state
 from services.domain.identity import LogIdentity
@@ -183,8 +183,8 @@ class DeviceStateStore:
     async def record_as_of(self, as_of: dict[int, int]) -> None:
         """Move each partition's as-of (services/processor/freshness.py) forward to the given
         unix ms; a smaller value than the stored one changes nothing."""
-        for p, t in as_of.items():  # one tiny script per partition: each key is on its own slot
-            await self._max_set(keys=[self.keys(p).applied_as_of(self.topic)], args=[t])
+        await run_scripts(self.redis, [(self._max_set, [self.keys(p).applied_as_of(self.topic)], [t])
+                                       for p, t in as_of.items()])
 
     async def as_of(self, partitions: Sequence[int]) -> dict[int, int | None]:
         """Each partition's recorded as-of (None: none yet)."""
