@@ -40,6 +40,10 @@ class CommonSettings(BaseSettings):
     # The feeds derived from it keep their own retention (default 7 days).
     device_events_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_DEVICE_EVENTS_RETENTION_MS", ge=-1)
     rejected_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_REJECTED_RETENTION_MS", ge=-1)
+    # How far back `within` windows reach: windowed buckets expire this long after their end, and
+    # the query API refuses older windows (422). At least 400 days; the processor and the query
+    # service must agree (both read it here).
+    window_retention_days: int = Field(400, alias="PBSEG_WINDOW_RETENTION_DAYS", ge=400, le=3660)
     # Of topics created by services/common/topics.py. Unset: fitted to the cluster at creation,
     # min(3, brokers) and replication - 1 (at least 1).
     replication_factor: int | None = Field(None, alias="PBSEG_REPLICATION_FACTOR", ge=1)

@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from services.domain.codes import EVENT_CODE_RE
+from services.domain.codes import EVENT_CODE_RE, deposit_ordinal
+from services.domain.windows import window_buckets
 
 HOUR_MS = 3_600_000
 MAX_CONDITIONS = 20
@@ -220,43 +221,110 @@ def _between(value: int, gte: int | None, lte: int | None) -> bool:
 
 
 class UnsupportedCondition(ConditionError):
-    """A valid condition the indexes cannot answer exactly yet (422 `unsupported_condition`)."""
+    """A valid condition the indexes cannot answer exactly (422 `unsupported_condition`)."""
 
 
-def as_codes(conditions: Sequence[Condition]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(codes that must have occurred, codes that must not) equal to the conditions, for those the
-    segment bitmaps answer exactly: `occurred` without `within`; `count` without `within` when its
-    bounds are "at least 1" / "at most 0", and any bounds for `dep`, whose deposit ordinals dep_<n>
-    are bitmaps ("at least n deposits" is dep_n, "at most m" is not dep_<m+1>). Raises
-    UnsupportedCondition, saying which and why, for the rest: windows and deposit sums."""
+@dataclass(frozen=True)
+class InWindow:
+    """Devices on which `event` occurred in the window: the union of its windowed buckets
+    (services/domain/windows.py); `negate` keeps the devices outside it."""
+
+    event: str
+    buckets: tuple[str, ...]
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class CountRank:
+    """Devices whose lifetime count of `event` is in [lo, hi] (hi None = no bound), lo >= 2:
+    a range of the count rank (a code other than dep); `negate` keeps the others."""
+
+    event: str
+    lo: int
+    hi: int | None = None
+    negate: bool = False
+
+
+@dataclass(frozen=True)
+class SumRange:
+    """Devices whose lifetime deposit sum in `currency` is in [lo, hi] units (hi None = no
+    bound), lo >= 1: a range of the deposit sums; `negate` keeps the others (sum 0 included)."""
+
+    currency: str
+    lo: int
+    hi: int | None = None
+    negate: bool = False
+
+
+Step = InWindow | CountRank | SumRange
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """What the indexes answer a filter's conditions with: codes whose bitmap must / must not
+    hold the device, and steps over the windowed, count and sum indexes, all ANDed."""
+
+    require: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
+
+
+def compile_conditions(conditions: Sequence[Condition]) -> Compiled:
+    """The conditions as codes and index steps, exactly equal to `all_hold` over the devices'
+    occurrences (tests/integration/test_query_windows.py checks it against the evaluator):
+
+    - `occurred` without `within`: the event's bitmap; with `within`: the window's buckets;
+    - `count` of `dep`: the deposit ordinals dep_<n> ("at least n" is dep_n, "at most m" is not
+      dep_<m+1>); of another event: "at least 1" is its bitmap, "at least n >= 2" and "at most m"
+      are ranges of its count rank;
+    - `deposit_sum`: a range of the currency's deposit sums ("at most m" alone keeps the devices
+      without deposits in it: their sum is 0).
+
+    Raises UnsupportedCondition, saying which and why, for `count` with `within` (no windowed
+    count is kept: never approximated) and windows or counts of a deposit ordinal dep_<n>."""
     require: list[str] = []
     exclude: list[str] = []
+    steps: list[Step] = []
     for i, c in enumerate(conditions):
         if isinstance(c, DepositSum):
-            raise UnsupportedCondition(f"conditions[{i}]: `deposit_sum` is not supported yet (the index of deposit "
-                                       "sums is not built); filter on deposit counts with {\"event\": \"dep\", "
-                                       "\"count\": ...}")
-        if c.window is not None:
-            raise UnsupportedCondition(f"conditions[{i}]: `within` is not supported yet (the windowed index is not "
-                                       "built); drop `within` to filter on the whole history")
-        if isinstance(c, Occurred):
-            (require if c.occurred else exclude).append(c.event)
+            lo, hi = c.gte or 0, c.lte
+            if lo >= 1:
+                steps.append(SumRange(c.currency, lo, hi))
+            elif hi is not None:
+                steps.append(SumRange(c.currency, hi + 1, None, negate=True))
             continue
+        if deposit_ordinal(c.event) is not None and (c.window is not None or isinstance(c, CountBetween)):
+            raise UnsupportedCondition(f"conditions[{i}]: `{c.event}` is a deposit ordinal: windows and counts are "
+                                       "kept for `dep` itself; write {\"event\": \"dep\", \"count\": {\"gte\": n}}")
+        if isinstance(c, Occurred):
+            if c.window is None:
+                (require if c.occurred else exclude).append(c.event)
+            else:
+                steps.append(InWindow(c.event, tuple(window_buckets(c.window.start, c.window.end)), not c.occurred))
+            continue
+        if c.window is not None:
+            raise UnsupportedCondition(f"conditions[{i}]: `count` together with `within` is not supported: no "
+                                       "windowed count is kept, and counts are never approximated; use `occurred` "
+                                       "with `within`, or `count` over the whole history")
         gte, lte = c.gte or 0, c.lte
+        if lte is not None and lte < gte:
+            raise ConditionError(f"conditions[{i}]: `count.lte` is below `count.gte`")
         if c.event == "dep":
             if gte >= 1:
                 require.append(_deposit_code(gte))
             if lte is not None:
                 exclude.append(_deposit_code(lte + 1))
-        elif (gte, lte) in ((1, None), (0, 0), (1, 0)):  # (1, 0) cannot match: both lists say so
-            if gte == 1:
-                require.append(c.event)
-            if lte == 0:
-                exclude.append(c.event)
-        elif (gte, lte) != (0, None):
-            raise UnsupportedCondition(f"conditions[{i}]: a count other than \"at least 1\" or \"at most 0\" is "
-                                       f"supported for `dep` only (deposit ordinals); `{c.event}` has no count index yet")
-    return tuple(require), tuple(exclude)
+            continue
+        if gte == 1:
+            require.append(c.event)
+        elif gte >= 2:
+            steps.append(CountRank(c.event, gte, lte))
+            continue
+        if lte == 0:
+            exclude.append(c.event)
+        elif lte is not None:
+            steps.append(CountRank(c.event, lte + 1, None, negate=True))
+    return Compiled(tuple(require), tuple(exclude), tuple(steps))
 
 
 def _deposit_code(n: int) -> str:

@@ -27,9 +27,16 @@ class SegmentFilter:
     # Codes that must all have occurred, whatever include_match says: what the filter's
     # conditions compile to (services/domain/conditions.py `as_codes`).
     require: tuple[str, ...] = ()
+    # Steps over the windowed, count and sum indexes, ANDed (conditions.py `compile_conditions`):
+    # `selects` / `verdict` judge the code lists only; the indexes answer the steps.
+    steps: tuple = ()
+    # The conditions as the caller wrote them (canonical JSON): what the cursor fingerprint names,
+    # so a `last` window's page walk survives the hour turning (its steps' buckets move).
+    conditions_spec: str = ""
 
     def codes(self) -> list[str]:
-        return [*self.event_include, *self.event_exclude, *self.require]
+        return [*self.event_include, *self.event_exclude, *self.require,
+                *(s.event for s in self.steps if hasattr(s, "event"))]
 
     def included(self) -> tuple[str, ...]:
         """The codes a device must have (all or any): `install` when none are named."""
@@ -38,12 +45,15 @@ class SegmentFilter:
     def normalized(self) -> "SegmentFilter":
         """Duplicates removed and order fixed: the same set of devices, a canonical spelling."""
         return SegmentFilter(tuple(sorted(set(self.event_include))), tuple(sorted(set(self.event_exclude))),
-                             self.include_match, tuple(sorted(set(self.require))))
+                             self.include_match, tuple(sorted(set(self.require))), tuple(sorted(set(self.steps), key=repr)),
+                             self.conditions_spec)
 
     def fingerprint(self) -> str:
         """12 hex characters naming the set of devices this filter selects (cursors carry it)."""
         n = self.normalized()
         parts = [list(n.event_include), list(n.event_exclude), n.include_match] + ([list(n.require)] if n.require else [])
+        if n.conditions_spec:
+            parts.append(n.conditions_spec)
         raw = json.dumps(parts, separators=(",", ":"))
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
 

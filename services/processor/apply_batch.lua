@@ -19,6 +19,9 @@
 -- ARGV[8] = the batch's first offset (rejected records included). A batch that starts beyond
 --   watermark + 1 applies nothing (reply gap = 1): Redis lost writes under a running worker (a
 --   rollback, a failover to a lagging replica), and the worker must seek back to watermark + 1.
+-- ARGV[9] = the window retention in ms: a windowed bucket expires at its end + this
+-- (events also carry, after the bucket: [9] the deposit amount in 10^-10 units and [10] its
+-- currency, both "" unless a `dep` with an amount and a currency)
 -- ARGV[7] = the events' device-event records as lines "<account>:<install id>\t<head>", one per
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
@@ -226,6 +229,83 @@ local function next_count(s)
 end
 local dep_codes = {}  -- count -> "dep_<count>"
 
+-- Windowed index: occurrences grouped per (account, code, bucket), each bucket a device set.
+local window_retention_s = floor(tonumber(ARGV[9]) / 1000)
+local HOUR_MS, DAY_MS = 3600000, 86400000
+local ts_buckets = {}  -- ts -> {hour bucket, its expiry, day bucket, its expiry} (once per batch)
+local windows, window_keys = {}, {}  -- "<acct>\0<code>\0<bucket>" -> {acct, code, bucket, expiry, n, nums...}
+local function window_group(acct, code, bucket, expiry, numstr)
+  local id = acct .. '\0' .. code .. '\0' .. bucket
+  local list = windows[id]
+  if not list then
+    list = {acct = acct, code = code, bucket = bucket, expiry = expiry, n = 0}
+    windows[id] = list
+    window_keys[#window_keys + 1] = id
+  end
+  list.n = list.n + 1
+  list[list.n] = numstr
+end
+local function window_add(dev, code, ts)
+  local b = ts_buckets[ts]
+  if not b then
+    local at = tonumber(ts)
+    local hour, day = floor(at / HOUR_MS), floor(at / DAY_MS)
+    b = {'h' .. format('%d', hour), format('%d', (hour + 1) * 3600 + window_retention_s),
+         'd' .. format('%d', day), format('%d', (day + 1) * 86400 + window_retention_s)}
+    ts_buckets[ts] = b
+  end
+  window_group(dev[ACCT], code, b[1], b[2], dev[NUMSTR])
+  window_group(dev[ACCT], code, b[3], b[4], dev[NUMSTR])
+end
+-- Count ranks: (account, code) -> device number -> the count after the batch (counts >= 2).
+local ranks, rank_keys = {}, {}
+local function rank(dev, code, count_str)
+  local id = dev[ACCT] .. '\0' .. code
+  local list = ranks[id]
+  if not list then
+    list = {acct = dev[ACCT], code = code, of = {}, order = {}}
+    ranks[id] = list
+    rank_keys[#rank_keys + 1] = id
+  end
+  if not list.of[dev[NUMSTR]] then list.order[#list.order + 1] = dev[NUMSTR] end
+  list.of[dev[NUMSTR]] = count_str
+end
+-- Deposit sums: decimal strings (units of 10^-10 can exceed 2^53), added digit by digit.
+local byte, rep = string.byte, string.rep
+local function add_decimal(a, b)
+  local out, carry, i, j, k = {}, 0, #a, #b, 0
+  while i > 0 or j > 0 or carry > 0 do
+    local d = carry + (i > 0 and byte(a, i) - 48 or 0) + (j > 0 and byte(b, j) - 48 or 0)
+    carry = d >= 10 and 1 or 0
+    k = k + 1
+    out[k] = d - 10 * carry
+    i, j = i - 1, j - 1
+  end
+  local digits = {}
+  for m = k, 1, -1 do digits[k - m + 1] = out[m] end
+  local s = table.concat(digits):gsub('^0+', '')
+  return s == '' and '0' or s
+end
+local sums, sum_keys = {}, {}  -- "<acct>\0<num>\0<currency>" -> {dev, currency, old (false = none), new}
+local function deposit(dev, currency, units)
+  local id = dev[ACCT] .. '\0' .. dev[NUMSTR] .. '\0' .. currency
+  local s = sums[id]
+  if not s then
+    local field = dev[FIELD] .. ':' .. currency
+    local hkey = key_deposit_sum_of(tag, dev[ACCT], format('%d', floor(dev[NUM] / NAMES_BUCKET)))
+    local old = call('HGET', hkey, field)
+    s = {acct = dev[ACCT], numstr = dev[NUMSTR], currency = currency, hkey = hkey, field = field,
+         old = old or false, new = old or '0'}
+    sums[id] = s
+    sum_keys[#sum_keys + 1] = id
+  end
+  s.new = add_decimal(s.new, units)
+end
+local function sum_member(units, numstr)
+  if #units > SUM_DIGITS then error('a deposit sum exceeds SUM_DIGITS digits of 10^-10 units') end
+  return rep('0', SUM_DIGITS - #units) .. units .. ':' .. numstr
+end
+
 local function before(a, b)
   -- a < b for timestamps as stored (canonical decimal integers >= 0): by length, then by digits
   local la, lb = #a, #b
@@ -351,6 +431,10 @@ for i = 1, nevents do
         ndirty = ndirty + 1
         dirty[ndirty] = dev
       end
+      -- the windowed index, the count rank and the deposit sum (pass 3 writes them grouped)
+      window_add(dev, code, ts)
+      if count >= 2 and code ~= 'dep' then rank(dev, code, count_str) end
+      if code == 'dep' and e[9] ~= '' and e[10] ~= '' then deposit(dev, e[10], e[9]) end
       -- "<prefix><ordinal>:<first 1/0>"; the ordinal only for deposits
       local token = count == 1 and ':1' or ':0'
       if code == 'dep' then token = count_str .. token end
@@ -397,6 +481,52 @@ for _, list in ipairs(bit_lists) do
   for k = 1, #old do if old[k] == 0 then turned = turned + 1 end end
   if turned > 0 then call('HINCRBY', key_device_counts(tag, list.acct), list.code, turned) end
   call('SADD', key_segment_codes(tag, list.acct), list.code)
+end
+-- Device sets (windowed buckets): a set until it holds more than max(DEVSET_SET_MIN, the
+-- account's devices in the partition // DEVSET_DENSITY), then a bitmap (the set deleted).
+local function set_bits(key, nums, n)
+  local args = {}
+  for i = 1, n do args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', nums[i], '1' end
+  send('BITFIELD', key, args, 4 * n, 4)
+end
+for _, id in ipairs(window_keys) do
+  local w = windows[id]
+  local bkey = key_window_bits(tag, w.acct, w.code, w.bucket)
+  local key = bkey
+  if call('EXISTS', bkey) == 1 then
+    set_bits(bkey, w, w.n)
+  else
+    key = key_window_set(tag, w.acct, w.code, w.bucket)
+    send('SADD', key, w, w.n, 1)
+    local devices = seqs[w.acct]
+    if not devices then
+      devices = tonumber(call('GET', key_device_seq(tag, w.acct)) or '0')
+      seqs[w.acct] = devices
+    end
+    if call('SCARD', key) > math.max(DEVSET_SET_MIN, floor(devices / DEVSET_DENSITY)) then
+      local members = call('SMEMBERS', key)
+      set_bits(bkey, members, #members)
+      call('DEL', key)
+      key = bkey
+    end
+  end
+  call('EXPIREAT', key, w.expiry)
+end
+for _, id in ipairs(rank_keys) do
+  local r = ranks[id]
+  local args, n = {}, 0
+  for _, numstr in ipairs(r.order) do
+    args[n + 1], args[n + 2] = r.of[numstr], numstr
+    n = n + 2
+  end
+  send('ZADD', key_count_rank(tag, r.acct, r.code), args, n, 2)
+end
+for _, id in ipairs(sum_keys) do
+  local s = sums[id]
+  local zkey = key_deposit_sums(tag, s.acct, s.currency)
+  if s.old then call('ZREM', zkey, sum_member(s.old, s.numstr)) end
+  call('ZADD', zkey, 0, sum_member(s.new, s.numstr))
+  call('HSET', s.hkey, s.field, s.new)
 end
 if emit_records and records > 0 then
   call('XADD', key_outbox(tag), '*', 'h', ARGV[7], 't', table.concat(tokens, ','))

@@ -15,10 +15,11 @@ from typing import Iterable
 import orjson
 
 from services.common.keys import device_index_bucket
+from services.domain.conditions import amount_units
 from services.domain.device_event import head, head_line, record_key
 from services.processor.decoding import RecordRejection, decode_postback
 
-FIELDS_PER_EVENT = 8
+FIELDS_PER_EVENT = 10
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ class PartitionBatch:
         return self.applicable + len(self.rejected)
 
 
+def deposit_amount(event: str, amount: str | None, currency: str | None) -> tuple[str, str]:
+    """The apply script's deposit fields: (amount in 10^-10 units, currency), both "" unless a
+    `dep` carries an amount and a currency (an amount without a currency is in no sum)."""
+    if event != "dep" or not amount or not currency:
+        return "", ""
+    return str(amount_units(amount)), currency.upper()
+
+
 def plan_partition_batch(partition: int, messages: Iterable[tuple], processed_at: int,
                          emit: bool = True) -> PartitionBatch:
     """Decode `(offset, value[, timestamp])` records of one partition, in offset order, into one
@@ -66,7 +75,8 @@ def plan_partition_batch(partition: int, messages: Iterable[tuple], processed_at
     same bytes as the first time (at-least-once with identical duplicates).
 
     Per applicable record: `events` gets the apply script's fields (apply_batch.lua, ARGV[6]),
-    all text but the offset and the install id's forward-map bucket (hashed here: SHA-1 in
+    all text but the offset and the install id's forward-map bucket, then the deposit's amount
+    and currency (`deposit_amount`) (hashed here: SHA-1 in
     Python costs a fraction of redis.sha1hex in Lua); `lines` gets its ARGV[7] line: the Kafka
     key, a tab, the device-event.v1 JSON without deposit_ordinal, first_occurrence and the
     closing brace (services/domain/device_event.py: `head`, `head_line`)."""
@@ -82,8 +92,9 @@ def plan_partition_batch(partition: int, messages: Iterable[tuple], processed_at
             rejected.append(RejectedOffset(offset, r))
         else:
             account = str(r.account_id)
+            units, currency = deposit_amount(r.event, r.amount, r.currency)
             events.append([offset, account, r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
-                           bucket(r.install_id)])
+                           bucket(r.install_id), units, currency])
             if emit:
                 lines.append(head_line(record_key(account, r.install_id), dumps(head(
                     r.event_id, r.account_id, r.install_id, r.event, r.occurred_at, stamp[0] if stamp else processed_at, r.tid, r.amount,

@@ -97,8 +97,7 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
                                  "stop the processors first (or pass --force if they are gone)")
     redis = async_redis(settings.redis_url)
     await check_redis(redis, settings.redis_url)
-    store = DeviceStateStore(redis, settings.key_prefix, settings.topic_postbacks,
-                             int(settings.tid_retention_days * 86_400_000))
+    store = DeviceStateStore.from_settings(redis, settings)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False,
                                 auto_offset_reset="earliest", max_partition_fetch_bytes=8 * 1024 * 1024,
                                 fetch_max_bytes=64 * 1024 * 1024)

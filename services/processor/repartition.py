@@ -145,7 +145,7 @@ async def repartition(settings: ProcessorSettings, target: str, partitions: int,
     redis = async_redis(settings.redis_url)
     await check_redis(redis, settings.redis_url)
     try:
-        store = DeviceStateStore(redis, settings.key_prefix, source, int(settings.tid_retention_days * 86_400_000))
+        store = DeviceStateStore.from_settings(redis, settings, source)
         for p in range(partitions, len(old)):
             await store.wipe_partition(p)
     finally:

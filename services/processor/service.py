@@ -80,8 +80,7 @@ class ProcessorService(mode.Service):
         # A frozen Redis must not hang the worker: a reply slower than this is a (transient) failure.
         self.redis = async_redis(settings.redis_url, socket_timeout=settings.redis_timeout_s)
         await check_redis(self.redis, settings.redis_url)
-        self.store = DeviceStateStore(self.redis, settings.key_prefix, settings.topic_postbacks,
-                                      int(settings.tid_retention_days * 86_400_000))
+        self.store = DeviceStateStore.from_settings(self.redis, settings)
         self.consumer, self.producer = build_kafka_clients(settings)
         try:
             await self.producer.start()

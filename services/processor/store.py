@@ -12,6 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import AskError, MovedError, NoScriptError, TryAgainError
 
 from services.common.keys import PartitionKeys, lua_header
+from services.domain.conditions import DEFAULT_WINDOW_RETENTION_DAYS
+from services.domain.windows import DAY_MS
 from services.common.redis_conn import is_cluster, run_scripts
 from services.domain.device_event import entry_records
 from services.domain.device_state import EventStat, parse_device_state
@@ -72,13 +74,21 @@ class DeviceStateStore:
     below the watermark change nothing. Raises redis errors unchanged (the caller stops and
     the batch is redelivered from the watermark)."""
 
-    def __init__(self, redis: aioredis.Redis, prefix: str, topic: str, tid_retention_ms: int):
+    def __init__(self, redis: aioredis.Redis, prefix: str, topic: str, tid_retention_ms: int,
+                 window_retention_ms: int = DEFAULT_WINDOW_RETENTION_DAYS * DAY_MS):
         self.redis = redis
         self.prefix = prefix
         self.topic = topic
         self.tid_retention_ms = tid_retention_ms
+        self.window_retention_ms = window_retention_ms  # windowed buckets expire this long after their end
         self._script = redis.register_script(_SCRIPT)
         self._max_set = redis.register_script(_MAX_SET)
+
+    @classmethod
+    def from_settings(cls, redis: aioredis.Redis, settings, topic: str | None = None) -> "DeviceStateStore":
+        """The store as the processor's settings configure it (worker, rebuild, repartition)."""
+        return cls(redis, settings.key_prefix, topic or settings.topic_postbacks,
+                   int(settings.tid_retention_days * DAY_MS), settings.window_retention_days * DAY_MS)
 
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
@@ -87,7 +97,7 @@ class DeviceStateStore:
         keys = self.keys(b.partition)
         return [keys.applied_offset(self.topic)], [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset,
                                                   "1" if b.emit else "0", b.script_events(), b.script_lines(),
-                                                  b.first_offset]
+                                                  b.first_offset, self.window_retention_ms]
 
     async def send_batches(self, batches: Sequence[PartitionBatch]) -> "asyncio.Future[list[BatchResult]]":
         """Write the batches' EVALSHAs (one per batch, each atomic on its own) to Redis in one

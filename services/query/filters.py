@@ -6,12 +6,14 @@ this module only validates the request's shape and converts it.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.domain.codes import EVENT_CODE_PATTERN, INSTALL_ID_PATTERN, MAX_CODE_CHARS
-from services.domain.conditions import MAX_CONDITIONS, as_codes, parse_conditions
+from services.domain.conditions import (DEFAULT_WINDOW_RETENTION_DAYS, MAX_CONDITIONS, compile_conditions,
+                                        parse_conditions)
 from services.domain.filters import MAX_CODES, SegmentFilter
 
 MAX_PAGE = 5_000
@@ -33,15 +35,17 @@ class FilterBody(BaseModel):
     include_match: Literal["all", "any"] = Field("all", description="all: every included event; any: at least one")
     conditions: list[dict[str, Any]] = Field(
         default_factory=list, max_length=MAX_CONDITIONS,
-        description="ANDed with the lists above: {\"event\", \"occurred\": true|false} or {\"event\", \"count\": "
-                    "{\"gte\", \"lte\"}} (any bounds for dep, the deposit count; at least 1 / at most 0 for other "
-                    "events). `within` windows and `deposit_sum` are validated but answered 422 `unsupported_condition` "
-                    "until their index exists (docs/architecture.md)")
+        description="ANDed with the lists above: {\"event\", \"occurred\": true|false, \"within\"?: {\"last\": "
+                    "\"24h\"} | {\"from\", \"to\"}}, {\"event\", \"count\": {\"gte\"?, \"lte\"?}} (lifetime; not with "
+                    "`within`) or {\"deposit_sum\": {\"currency\", \"gte\"?, \"lte\"?}} (decimal strings); windows "
+                    "have hour precision (docs/architecture.md, \"Conditions\")")
 
-    def segment_filter(self, now_ms: int) -> SegmentFilter:
+    def segment_filter(self, now_ms: int, retention_days: int = DEFAULT_WINDOW_RETENTION_DAYS) -> SegmentFilter:
         """The domain's filter; raises ConditionError (bad condition) / UnsupportedCondition."""
-        require, exclude = as_codes(parse_conditions(self.conditions, now_ms))
-        return SegmentFilter(tuple(self.event_include), tuple(self.event_exclude) + exclude, self.include_match, require)
+        c = compile_conditions(parse_conditions(self.conditions, now_ms, retention_days))
+        spec = json.dumps(self.conditions, sort_keys=True, separators=(",", ":")) if c.steps else ""
+        return SegmentFilter(tuple(self.event_include), tuple(self.event_exclude) + c.exclude, self.include_match,
+                             c.require, c.steps, spec)
 
 
 class DevicePageRequest(FilterBody):

@@ -5,8 +5,14 @@
 -- ARGV[1] = partition tag, ARGV[2] = account id, ARGV[3] = 'all' | 'any',
 -- ARGV[4] = TTL of the scratch keys in ms, ARGV[5] = number of included codes n,
 -- ARGV[6] = number of excluded codes m, ARGV[7] = number of required codes r (conditions: each must
--- have occurred, whatever ARGV[3] says), ARGV[8..7+n] = included codes, ARGV[8+n..7+n+m] = excluded
--- codes, ARGV[8+n+m..7+n+m+r] = required codes, the rest = script-specific.
+-- have occurred, whatever ARGV[3] says), ARGV[8] = the index steps, a JSON array ANDed after the
+-- codes (services/query/segments.py `program`), each [kind, negate 0/1, ...]:
+--   ["w", neg, code, [bucket, ...]]  the union of the code's windowed buckets (device sets:
+--                                     key_window_bits when it exists, else key_window_set)
+--   ["k", neg, code, min, max]       ZRANGEBYSCORE of the code's count rank
+--   ["s", neg, currency, min, max]   ZRANGEBYLEX of the currency's deposit sums ("<sum>:<number>")
+-- ARGV[9..8+n] = included codes, ARGV[9+n..8+n+m] = excluded codes, ARGV[9+n+m..8+n+m+r] =
+-- required codes, the rest = script-specific.
 -- An empty include list means every device of the account (the `install` bitmap).
 -- Each scratch key gets its TTL right after it is made: a script that fails later (its writes
 -- stay) leaves nothing that outlives the TTL; the scripts delete them on success.
@@ -14,9 +20,70 @@ local tag, acct, mode = ARGV[1], ARGV[2], ARGV[3]
 local scratch_ttl = ARGV[4]
 local n_in, n_ex, n_req = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 local scratch = KEYS[1]
-local first_in, first_ex, first_req = 8, 8 + n_in, 8 + n_in + n_ex
-local extra = 8 + n_in + n_ex + n_req
+local program = ARGV[8]
+local first_in, first_ex, first_req = 9, 9 + n_in, 9 + n_in + n_ex
+local extra = 9 + n_in + n_ex + n_req
 local function seg(code) return key_segment(tag, acct, code) end
+
+local function set_bits(key, numbers, from, to)
+  -- device numbers (decimal strings) numbers[from..to] into the bitmap `key`, ~1,000 per call
+  for i = from, to, 250 do
+    local args = {}
+    for k = i, math.min(i + 249, to) do
+      local n = #args
+      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'SET', 'u1', numbers[k], '1'
+    end
+    redis.call('BITFIELD', key, unpack(args))
+  end
+end
+
+local function step_into(tmp, step)
+  -- the devices of one step into the (absent) bitmap `tmp`
+  local kind = step[1]
+  if kind == 'w' then
+    local dense = {}
+    for _, bucket in ipairs(step[4]) do
+      local bkey = key_window_bits(tag, acct, step[3], bucket)
+      if redis.call('EXISTS', bkey) == 1 then
+        dense[#dense + 1] = bkey
+      else
+        local members = redis.call('SMEMBERS', key_window_set(tag, acct, step[3], bucket))
+        set_bits(tmp, members, 1, #members)
+        if #members > 0 then redis.call('PEXPIRE', tmp, scratch_ttl) end
+      end
+    end
+    for i = 1, #dense, 500 do
+      redis.call('BITOP', 'OR', tmp, tmp, unpack(dense, i, math.min(i + 499, #dense)))
+      redis.call('PEXPIRE', tmp, scratch_ttl)
+    end
+  elseif kind == 'k' then
+    local members = redis.call('ZRANGEBYSCORE', key_count_rank(tag, acct, step[3]), step[4], step[5])
+    set_bits(tmp, members, 1, #members)
+  else
+    local members = redis.call('ZRANGEBYLEX', key_deposit_sums(tag, acct, step[3]), step[4], step[5])
+    for i = 1, #members do members[i] = string.sub(members[i], SUM_DIGITS + 2) end
+    set_bits(tmp, members, 1, #members)
+  end
+  redis.call('PEXPIRE', tmp, scratch_ttl)
+end
+
+local function run_steps()
+  if program == '[]' then return end
+  local tmp = KEYS[2]
+  for _, step in ipairs(cjson.decode(program)) do
+    redis.call('DEL', tmp)
+    step_into(tmp, step)
+    if step[2] == 1 then
+      -- scratch AND NOT tmp == scratch XOR (scratch AND tmp)
+      redis.call('BITOP', 'AND', tmp, scratch, tmp)
+      redis.call('BITOP', 'XOR', scratch, scratch, tmp)
+    else
+      redis.call('BITOP', 'AND', scratch, scratch, tmp)  -- a missing tmp is all zeros
+    end
+    redis.call('PEXPIRE', scratch, scratch_ttl)
+    redis.call('DEL', tmp)
+  end
+end
 local function build_filter()
   local include = {}
   for i = first_in, first_ex - 1 do include[#include + 1] = seg(ARGV[i]) end
@@ -46,4 +113,5 @@ local function build_filter()
     redis.call('PEXPIRE', scratch, scratch_ttl)  -- BITOP's destination loses its TTL
     redis.call('DEL', ex)
   end
+  run_steps()
 end

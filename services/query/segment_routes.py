@@ -31,7 +31,7 @@ async def _checked(request: Request, account: int, body: FilterBody) -> SegmentF
     """The body as the domain's filter, normalized; 422 naming every code that is not an event
     of the account."""
     try:
-        f = body.segment_filter(request.app.state.clock.now_ms())
+        f = body.segment_filter(request.app.state.clock.now_ms(), request.app.state.settings.window_retention_days)
     except UnsupportedCondition as exc:
         raise ApiError(422, "unsupported_condition", str(exc)) from exc
     except ConditionError as exc:

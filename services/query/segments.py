@@ -16,7 +16,10 @@ from typing import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from services.common.keys import PartitionKeys, lua_header
+import orjson
+
+from services.common.keys import SUM_DIGITS, PartitionKeys, lua_header
+from services.domain.conditions import CountRank, InWindow, SumRange
 from services.common.redis_conn import run_scripts
 from services.domain.filters import SegmentFilter
 from services.query.cursors import Cursor
@@ -36,6 +39,23 @@ class DevicePage:
     next_cursor: Cursor | None
 
 
+def program(steps) -> bytes:
+    """The index steps as segment_filter.lua takes them (ARGV[8]): one JSON array."""
+    out = []
+    for s in steps:
+        neg = int(s.negate)
+        if isinstance(s, InWindow):
+            out.append(["w", neg, s.event, list(s.buckets)])
+        elif isinstance(s, CountRank):
+            out.append(["k", neg, s.event, str(s.lo), "+inf" if s.hi is None else str(s.hi)])
+        elif isinstance(s, SumRange):
+            out.append(["s", neg, s.currency, f"[{s.lo:0{SUM_DIGITS}d}:",
+                        "+" if s.hi is None else f"({s.hi:0{SUM_DIGITS}d};"])
+        else:
+            raise TypeError(f"not an index step: {s!r}")
+    return orjson.dumps(out)
+
+
 class SegmentIndex:
     """Counts and lists devices matching include/exclude filters."""
 
@@ -53,7 +73,7 @@ class SegmentIndex:
         token = os.urandom(8).hex()
         return [keys.scratch(token), keys.scratch(token + "x")], [
             keys.tag, account_id, f.include_match, self.scratch_ttl_ms, len(f.event_include), len(f.event_exclude),
-            len(f.require), *f.event_include, *f.event_exclude, *f.require]
+            len(f.require), program(f.steps), *f.event_include, *f.event_exclude, *f.require]
 
     async def as_of(self) -> int | None:
         """Unix ms before which every postback on the log is reflected in what is read after this

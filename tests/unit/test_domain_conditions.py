@@ -93,43 +93,116 @@ def test_too_many_conditions_are_refused_with_the_limit():
         parse(*[{"event": "reg"}] * (MAX_CONDITIONS + 1))
 
 
+def _codes(conditions):
+    from services.domain.conditions import compile_conditions
+    c = compile_conditions(conditions)
+    assert not c.steps
+    return c.require, c.exclude
+
+
 def test_conditions_the_bitmaps_answer_compile_to_codes():
     """occurred / not occurred; dep counts as deposit ordinals; at least 1 / at most 0 for any code."""
-    from services.domain.conditions import as_codes
-    assert as_codes(parse({"event": "reg"}, {"event": "promo", "occurred": False})) == (("reg",), ("promo",))
-    assert as_codes(parse({"event": "dep", "count": {"gte": 2, "lte": 5}})) == (("dep_2",), ("dep_6",))
-    assert as_codes(parse({"event": "dep", "count": {"gte": 1}})) == (("dep",), ())
-    assert as_codes(parse({"event": "dep", "count": {"lte": 0}})) == ((), ("dep",))
-    assert as_codes(parse({"event": "dep", "count": {"gte": 0}})) == ((), ())
-    assert as_codes(parse({"event": "promo", "count": {"gte": 1}}, {"event": "trial", "count": {"lte": 0}})) == \
+    assert _codes(parse({"event": "reg"}, {"event": "promo", "occurred": False})) == (("reg",), ("promo",))
+    assert _codes(parse({"event": "dep", "count": {"gte": 2, "lte": 5}})) == (("dep_2",), ("dep_6",))
+    assert _codes(parse({"event": "dep", "count": {"gte": 1}})) == (("dep",), ())
+    assert _codes(parse({"event": "dep", "count": {"lte": 0}})) == ((), ("dep",))
+    assert _codes(parse({"event": "dep", "count": {"gte": 0}})) == ((), ())
+    assert _codes(parse({"event": "promo", "count": {"gte": 1}}, {"event": "trial", "count": {"lte": 0}})) == \
         (("promo",), ("trial",))
 
 
+def test_windows_counts_and_sums_compile_to_index_steps():
+    from services.domain.conditions import CountRank, InWindow, SumRange, compile_conditions
+    h = NOW // HOUR_MS
+    c = compile_conditions(parse({"event": "reg", "within": {"from": NOW + 10 * HOUR_MS, "to": NOW + 12 * HOUR_MS}},
+                                 {"event": "promo", "count": {"gte": 2, "lte": 4}},
+                                 {"event": "trial", "count": {"lte": 3}},
+                                 {"deposit_sum": {"currency": "usd", "gte": "1", "lte": "2"}},
+                                 {"deposit_sum": {"currency": "EUR", "lte": "5"}}))
+    assert c.steps == (InWindow("reg", (f"h{h + 10}", f"h{h + 11}")), CountRank("promo", 2, 4), CountRank("trial", 4, None, True),
+                       SumRange("USD", 10 ** 10, 2 * 10 ** 10), SumRange("EUR", 5 * 10 ** 10 + 1, None, True))
+
+
 @pytest.mark.parametrize("raw, says", [
-    ({"event": "reg", "within": {"last": "7d"}}, "`within` is not supported yet"),
-    ({"event": "promo", "count": {"gte": 2}}, "supported for `dep` only"),
-    ({"deposit_sum": {"currency": "USD", "gte": "1"}}, "`deposit_sum` is not supported yet"),
+    ({"event": "reg", "count": {"gte": 2}, "within": {"last": "7d"}}, "`count` together with `within` is not supported"),
+    ({"event": "dep_2", "within": {"last": "7d"}}, "`dep_2` is a deposit ordinal"),
+    ({"event": "dep_3", "count": {"gte": 1}}, "`dep_3` is a deposit ordinal"),
 ])
 def test_conditions_without_an_exact_index_are_refused_saying_so(raw, says):
-    from services.domain.conditions import UnsupportedCondition, as_codes
+    from services.domain.conditions import UnsupportedCondition, compile_conditions
     with pytest.raises(UnsupportedCondition, match=re.escape(says)):
-        as_codes(parse({"event": "reg"}, raw))
+        compile_conditions(parse({"event": "reg"}, raw))
 
 
-def test_compiled_codes_select_what_the_evaluator_selects():
-    """For deposit counts 0..6 and every bound pair, the codes (deposit ordinals) select exactly the
-    devices the reference evaluator does."""
-    from services.domain.conditions import as_codes
-    for deposits in range(7):
-        occ = [Occurrence("dep", NOW - i) for i in range(deposits)]
-        have = {"install"} | ({"dep"} if deposits else set()) | {f"dep_{n}" for n in range(2, deposits + 1)}
-        for gte in (None, 0, 1, 2, 4):
-            for lte in (None, 0, 1, 3, 6):
-                if gte is not None and lte is not None and lte < gte:
-                    continue
-                bounds = {k: v for k, v in (("gte", gte), ("lte", lte)) if v is not None}
-                if not bounds:
-                    continue
-                [c] = parse({"event": "dep", "count": bounds})
-                require, exclude = as_codes([c])
-                assert (set(require) <= have and not set(exclude) & have) == holds(c, occ), (deposits, bounds)
+def test_window_buckets_are_whole_days_inside_and_hours_at_the_edges():
+    from services.domain.windows import window_buckets
+    day = 24 * HOUR_MS
+    assert window_buckets(3 * day + 5 * HOUR_MS + 1, 5 * day + 2 * HOUR_MS) == \
+        [f"h{h}" for h in range(77, 96)] + ["d4"] + ["h120", "h121"]
+    assert window_buckets(3 * day, 4 * day) == ["d3"]
+    assert window_buckets(3 * day + 1, 3 * day + 2) == ["h72"]  # touches one hour: covers it
+
+
+def _steps_hold(compiled, occurrences) -> bool:
+    """The index steps' meaning, over raw occurrences (what the Redis scripts compute)."""
+    from services.domain.conditions import CountRank, InWindow
+    from services.domain.windows import occurrence_buckets
+    have = {o.event for o in occurrences} | {"install"}
+    deps = sum(o.event == "dep" for o in occurrences)
+    have |= {f"dep_{n}" for n in range(2, deps + 1)}
+    if not set(compiled.require) <= have or set(compiled.exclude) & have:
+        return False
+    for s in compiled.steps:
+        if isinstance(s, InWindow):
+            hit = any(o.event == s.event and set(occurrence_buckets(o.at)) & set(s.buckets) for o in occurrences)
+        elif isinstance(s, CountRank):
+            n = sum(o.event == s.event for o in occurrences)
+            hit = n >= 2 and s.lo <= n and (s.hi is None or n <= s.hi)
+        else:
+            total = sum(o.amount or 0 for o in occurrences if o.event == "dep" and o.currency == s.currency)
+            hit = total >= s.lo and (s.hi is None or total <= s.hi)
+        if hit == s.negate:
+            return False
+    return True
+
+
+def test_compiled_conditions_select_what_the_evaluator_selects():
+    """Random devices (seed printed) and random conditions of every kind: the compiled codes and
+    index steps hold exactly when the reference evaluator says the conditions hold."""
+    import random
+    from services.domain.conditions import compile_conditions
+    seed = 13013
+    print("seed", seed)
+    rng = random.Random(seed)
+    events = ["reg", "dep", "promo"]
+    for _ in range(3000):
+        occ = [Occurrence(e, NOW - rng.randrange(0, 60 * 24 * HOUR_MS),
+                          rng.choice([10 ** 10, 25 * 10 ** 9]) if e == "dep" else None, "USD" if e == "dep" else None)
+               for e in rng.choices(events, k=rng.randrange(0, 7))]
+        raw = []
+        for _ in range(rng.randrange(1, 3)):
+            kind = rng.randrange(3)
+            if kind == 0:
+                cond = {"event": rng.choice(events), "occurred": rng.random() < 0.6}
+                if rng.random() < 0.8:
+                    cond["within"] = ({"last": f"{rng.randrange(1, 60)}d"} if rng.random() < 0.5 else
+                                      {"from": NOW - rng.randrange(1, 59 * 24) * HOUR_MS - rng.randrange(HOUR_MS),
+                                       "to": NOW - rng.randrange(0, 24) * HOUR_MS})
+                    if cond["within"].get("to", NOW) <= cond["within"].get("from", 0):
+                        cond["within"]["to"] = cond["within"]["from"] + HOUR_MS
+            elif kind == 1:
+                cond = {"event": rng.choice(events), "count": {k: v for k, v in (
+                    ("gte", rng.choice([None, 0, 1, 2, 3])), ("lte", rng.choice([None, 0, 1, 2, 4]))) if v is not None}}
+                if not cond["count"] or cond["count"].get("lte", 9) < cond["count"].get("gte", 0):
+                    cond["count"] = {"gte": 2}
+            else:
+                cond = {"deposit_sum": {"currency": "USD", **{k: v for k, v in (
+                    ("gte", rng.choice([None, "0", "1", "2.5", "3.5"])), ("lte", rng.choice([None, "0", "2", "5"])))
+                    if v is not None}}}
+                b = cond["deposit_sum"]
+                if "gte" not in b and "lte" not in b or float(b.get("lte", 99)) < float(b.get("gte", 0)):
+                    b.update(gte="1")
+                    b.pop("lte", None)
+            raw.append(cond)
+        conditions = parse(*raw)
+        assert _steps_hold(compile_conditions(conditions), occ) == all_hold(conditions, occ), (raw, occ)

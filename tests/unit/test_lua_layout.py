@@ -43,7 +43,9 @@ def test_the_header_builds_the_same_keys_as_python():
                "device_names": dict(account=7, bucket=2), "segment": dict(account=7, code="dep_2"),
                "device_counts": dict(account=7), "segment_codes": dict(account=7),
                "tid": dict(account=7, install_len=3, install_id="a:b", code="reg", tid="t:1"), "outbox": {},
-               "scratch": dict(token="ab12")}
+               "scratch": dict(token="ab12"), "window_set": dict(account=7, code="reg", bucket="h493000"),
+               "window_bits": dict(account=7, code="reg", bucket="d20540"), "count_rank": dict(account=7, code="open"),
+               "deposit_sums": dict(account=7, currency="USD"), "deposit_sum_of": dict(account=7, bucket=2)}
     assert set(samples) == set(PARTITION_KEYS)
     for name, parts in samples.items():
         m = re.search(rf"local function key_{name}\((.*?)\) return (.*?) end", header)
