@@ -1,7 +1,8 @@
-"""Filter conditions on the API (services/domain/conditions.py, `as_codes`): occurred / not occurred
-and deposit counts, ANDed with the include/exclude lists whatever include_match says; count,
-devices, export and saved segments agree with the reference evaluator; windows and sums are 422
-`unsupported_condition` until their index exists; bad conditions are 422 `invalid_condition`."""
+"""Filter conditions on the API that the bitmaps answer (services/domain/conditions.py,
+`compile_conditions`): occurred / not occurred and deposit counts, ANDed with the include/exclude
+lists whatever include_match says; count, devices, export and saved segments agree with the
+reference evaluator; what no index answers exactly is 422 `unsupported_condition`, bad conditions
+422 `invalid_condition`. Windows, other counts and sums: test_query_windows.py (real processor)."""
 
 from __future__ import annotations
 
@@ -62,9 +63,11 @@ async def test_conditions_select_what_the_evaluator_selects(query, seed):
 
 
 @pytest.mark.parametrize("condition, error, says", [
-    ({"event": "reg", "within": {"last": "7d"}}, "unsupported_condition", "`within` is not supported yet"),
-    ({"deposit_sum": {"currency": "USD", "gte": "100.00"}}, "unsupported_condition", "`deposit_sum`"),
-    ({"event": "open", "count": {"gte": 3}}, "unsupported_condition", "for `dep` only"),
+    ({"event": "reg", "count": {"gte": 2}, "within": {"last": "7d"}}, "unsupported_condition", "together with `within`"),
+    ({"event": "dep_2", "within": {"last": "7d"}}, "unsupported_condition", "is a deposit ordinal"),
+    ({"event": "reg", "within": {"last": "401d"}}, "invalid_condition", "kept 400 days"),
+    ({"deposit_sum": {"currency": "US", "gte": "1"}}, "invalid_condition", "not a currency code"),
+    ({"deposit_sum": {"currency": "USD", "gte": "1.12345678901"}}, "invalid_condition", "not an amount"),
     ({"event": "reg", "within": {"last": "7 days"}}, "invalid_condition", "not a duration"),
     ({"event": "dep", "count": {"gte": 3, "lte": 1}}, "invalid_condition", "below `count.gte`"),
     ({"event": "nosuch"}, "unknown_events", "nosuch"),
