@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Iterable, Sequence
 
 from services.domain.codes import EVENT_CODE_RE, deposit_ordinal
@@ -325,6 +326,31 @@ def compile_conditions(conditions: Sequence[Condition]) -> Compiled:
         elif lte is not None:
             steps.append(CountRank(c.event, lte + 1, None, negate=True))
     return Compiled(tuple(require), tuple(exclude), tuple(steps))
+
+
+def describe_step(step: Step) -> str:
+    """Why a device fails an index step, in words (the device lookup's verdict)."""
+    if isinstance(step, InWindow):
+        first, last = step.buckets[0], step.buckets[-1]
+        span = f"the window ({_bucket_words(first)} to the end of {_bucket_words(last)})"
+        return f"{step.event} occurred in {span}" if step.negate else f"{step.event} did not occur in {span}"
+    if isinstance(step, CountRank):
+        rng = f"at least {step.lo}" + ("" if step.hi is None else f" and at most {step.hi}")
+        return f"{step.event} occurred {rng} times" if step.negate else f"{step.event} did not occur {rng} times"
+    rng = f"at least {_units_words(step.lo)}" + ("" if step.hi is None else f" and at most {_units_words(step.hi)}")
+    return (f"the deposit sum in {step.currency} is {rng}" if step.negate
+            else f"the deposit sum in {step.currency} is not {rng}")
+
+
+def _bucket_words(bucket: str) -> str:
+    n = int(bucket[1:])
+    at = datetime.fromtimestamp(n * (3600 if bucket[0] == "h" else 86_400), timezone.utc)
+    return at.strftime("%Y-%m-%d %H:00 UTC") if bucket[0] == "h" else at.strftime("%Y-%m-%d")
+
+
+def _units_words(units: int) -> str:
+    whole, frac = divmod(units, AMOUNT_SCALE)
+    return f"{whole}.{frac:010d}".rstrip("0").rstrip(".")
 
 
 def _deposit_code(n: int) -> str:

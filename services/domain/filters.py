@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from services.domain.codes import INSTALL, is_event_code, is_known_code
+from services.domain.conditions import describe_step
 
 MAX_CODES = 64  # per list (included, excluded)
 Match = Literal["all", "any"]
@@ -69,8 +70,9 @@ def selects(f: SegmentFilter, codes: Iterable[str]) -> bool:
     return verdict(f, codes).selected
 
 
-def verdict(f: SegmentFilter, codes: Iterable[str]) -> Verdict:
-    """Whether the filter selects the device, and if not, why."""
+def verdict(f: SegmentFilter, codes: Iterable[str], step_hits: Iterable[bool] = ()) -> Verdict:
+    """Whether the filter selects the device, and if not, why. `step_hits`: for each of the
+    filter's index steps, whether the index holds the device (SegmentIndex.step_hits)."""
     have = set(codes)
     include = f.included()
     missing = [c for c in include if c not in have]
@@ -85,7 +87,9 @@ def verdict(f: SegmentFilter, codes: Iterable[str]) -> Verdict:
         reasons.append(f"{', '.join(unmet)} did not occur")
     if excluded:
         reasons.append(f"{', '.join(excluded)} occurred")
-    return Verdict(included and not unmet and not excluded, tuple(reasons))
+    failed = [describe_step(s) for s, hit in zip(f.steps, step_hits) if hit == s.negate]
+    reasons += failed
+    return Verdict(included and not unmet and not excluded and not failed, tuple(reasons))
 
 
 def invalid_codes(codes: Iterable[str]) -> list[str]:

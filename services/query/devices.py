@@ -21,10 +21,26 @@ class DeviceLookup:
         self.partitions = partitions
 
     async def events(self, account_id: int, install_id: str) -> dict[str, EventStat] | None:
-        """The device's events {code: EventStat}, or None. Reads the forward map of the
+        """The device's events {code: EventStat}, or None (`locate`, then the packed state: a
+        second round trip)."""
+        found = await self.locate(account_id, install_id)
+        if found is None:
+            return None
+        partition, num = found
+        keys = PartitionKeys(self.prefix, partition)
+        bucket, field = keys.device_location(num)
+        state = await self.redis.hget(keys.device_states(account_id, bucket), field)
+        if state is None:
+            return None
+        try:
+            return parse_device_state(state)
+        except ValueError:  # a state this reader does not understand: the device exists, no events shown
+            return {}
+
+    async def locate(self, account_id: int, install_id: str) -> tuple[int, int] | None:
+        """(partition, device number) of the device, or None. Reads the forward map of the
         partition the key hashes to; if the device is not there (records produced with another
-        partition count or partitioner), probes every partition's forward map in one pipeline.
-        Then reads the packed state (a second round trip)."""
+        partition count or partitioner), probes every partition's forward map in one pipeline."""
         home = partition_of(account_id, install_id, self.partitions)
         partition, num = home, await self.redis.hget(PartitionKeys(self.prefix, home).device_index_of(account_id, install_id),
                                                     install_id)
@@ -34,14 +50,4 @@ class DeviceLookup:
                 for p in others:
                     pipe.hget(PartitionKeys(self.prefix, p).device_index_of(account_id, install_id), install_id)
                 partition, num = next(((p, n) for p, n in zip(others, await pipe.execute()) if n is not None), (None, None))
-        if num is None:
-            return None
-        keys = PartitionKeys(self.prefix, partition)
-        bucket, field = keys.device_location(int(num))
-        state = await self.redis.hget(keys.device_states(account_id, bucket), field)
-        if state is None:
-            return None
-        try:
-            return parse_device_state(state)
-        except ValueError:  # a state this reader does not understand: the device exists, no events shown
-            return {}
+        return None if num is None else (partition, int(num))

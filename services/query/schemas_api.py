@@ -83,6 +83,18 @@ class CountOut(BaseModel):
                               "reflected in the answer (null until the processor has caught up once)")
 
 
+class DayCount(BaseModel):
+    day: str = Field(description="UTC date, YYYY-MM-DD")
+    start: int = Field(description="unix ms of the day's 00:00 UTC")
+    devices: int = Field(description="devices on which the event occurred that day (event time)")
+
+
+class DailyOut(BaseModel):
+    event: str
+    days: list[DayCount] = Field(description="oldest first; the last is today (so far)")
+    as_of: int | None = Field(None, description="as for counts: every postback answered 2xx before it is reflected")
+
+
 class DevicePageOut(BaseModel):
     devices: list[str]
     next_cursor: str | None = Field(description="pass it back for the next page; null after the last page")

@@ -5,20 +5,25 @@ from __future__ import annotations
 import asyncio
 
 import orjson
-from fastapi import APIRouter, Request
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.query import event_views as views
 from services.query.auth import Account
 from services.query.errors import ApiError
-from services.domain.codes import DEP, deposit_ordinal
+from services.domain.codes import DEP, EVENT_CODE_PATTERN, MAX_CODE_CHARS, deposit_ordinal
+from services.domain.windows import DAY_MS
 from services.domain.conditions import ConditionError, UnsupportedCondition
 from services.domain.filters import SegmentFilter, unknown_codes, verdict
 from services.query.cursors import CursorError, decode_cursor, encode_cursor
 from services.query.filters import DevicePageRequest, FilterBody, VerdictRequest
-from services.query.schemas_api import CountOut, DevicePageOut, ErrorOut, SegmentEvents, VerdictOut
+from services.query.schemas_api import (CountOut, DailyOut, DayCount, DevicePageOut, ErrorOut, SegmentEvents,
+                                        VerdictOut)
 from services.query.segments import SegmentIndex
 
+MAX_DAILY_DAYS = 400  # the chart's reach: at most the window retention (400 days at least)
 router = APIRouter(prefix="/api/b/v2/segments", tags=["segments"],
                    responses={401: {"model": ErrorOut}, 422: {"model": ErrorOut}})
 
@@ -60,6 +65,27 @@ async def segment_events(account: Account, request: Request) -> SegmentEvents:
     return SegmentEvents(events=[{**r.as_dict(), "devices": counts.get(r.code, 0),
                                   "deposit_ordinal": 1 if r.code == DEP else deposit_ordinal(r.code),
                                   "postback_url": views.postback_url(base, r.code, account, secret)} for r in rows])
+
+
+@router.get("/daily", response_model=DailyOut)
+async def daily(account: Account, request: Request,
+                event: str = Query(pattern=EVENT_CODE_PATTERN, max_length=MAX_CODE_CHARS,
+                                   description="the event code"),
+                days: int = Query(30, ge=1, le=MAX_DAILY_DAYS, description=f"days ending today, at most {MAX_DAILY_DAYS}")
+                ) -> DailyOut:
+    """Devices per UTC day on which the event occurred (by event time), for the last `days` days
+    (the Segments page's chart): read from the windowed index's day buckets, exact as of `as_of`."""
+    if deposit_ordinal(event) is not None:
+        raise ApiError(422, "unsupported_condition", f"`{event}` is a deposit ordinal: days are kept for `dep` itself")
+    if unknown_codes([event], set()) and unknown_codes([event], {e.code for e in await request.app.state.catalog.custom_events(account)}):
+        raise ApiError(422, "unknown_events", f"unknown event codes: {event}", unknown_codes=[event])
+    today = request.app.state.clock.now_ms() // DAY_MS
+    numbers = list(range(today - days + 1, today + 1))
+    as_of = await _index(request).as_of()
+    counts = await _index(request).daily(account, event, numbers)
+    return DailyOut(event=event, as_of=as_of, days=[
+        DayCount(day=datetime.fromtimestamp(d * 86_400, timezone.utc).date().isoformat(), start=d * DAY_MS, devices=n)
+        for d, n in zip(numbers, counts)])
 
 
 @router.post("/count", response_model=CountOut)
@@ -127,9 +153,12 @@ async def export_answer(request: Request, account: int, body: FilterBody, header
 async def device_verdict(body: VerdictRequest, account: Account, request: Request) -> VerdictOut:
     """Whether the filter selects one device, and if not, why (the Segments page's device lookup)."""
     f = await _checked(request, account, body)
-    events = await request.app.state.devices.events(account, body.install_id)
-    if events is None:
+    devices = request.app.state.devices
+    events = await devices.events(account, body.install_id)
+    found = await devices.locate(account, body.install_id) if events is not None and f.steps else None
+    if events is None or (f.steps and found is None):
         return VerdictOut(install_id=body.install_id, found=False, selected=False,
                           reasons=[f"no device `{body.install_id}` in this account"])
-    v = verdict(f, events)
+    hits = await _index(request).step_hits(account, *found, f.steps) if f.steps else []
+    v = verdict(f, events, hits)
     return VerdictOut(install_id=body.install_id, found=True, selected=v.selected, reasons=list(v.reasons))

@@ -20,6 +20,7 @@ import orjson
 
 from services.common.keys import SUM_DIGITS, PartitionKeys, lua_header
 from services.domain.conditions import CountRank, InWindow, SumRange
+from services.domain.windows import day_bucket
 from services.common.redis_conn import run_scripts
 from services.domain.filters import SegmentFilter
 from services.query.cursors import Cursor
@@ -28,6 +29,7 @@ _HERE = Path(__file__).parent
 _PRELUDE = lua_header() + (_HERE / "segment_filter.lua").read_text()
 _COUNT = _PRELUDE + (_HERE / "segment_count.lua").read_text()
 _PAGE = _PRELUDE + (_HERE / "segment_page.lua").read_text()
+_DAILY = lua_header() + (_HERE / "segment_daily.lua").read_text()
 # Scratch keys live only while their script runs (Redis' clock stands still in a script), so
 # any TTL is long enough; this one only bounds what a failed script leaves behind.
 SCRATCH_TTL_MS = 10_000
@@ -68,6 +70,7 @@ class SegmentIndex:
         self.scratch_ttl_ms = scratch_ttl_ms
         self._count = redis.register_script(_COUNT)
         self._page = redis.register_script(_PAGE)
+        self._daily = redis.register_script(_DAILY)
 
     def _args(self, keys: PartitionKeys, account_id: int, f: SegmentFilter) -> tuple[list[str], list]:
         token = os.urandom(8).hex()
@@ -119,6 +122,48 @@ class SegmentIndex:
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor
+
+    async def step_hits(self, account_id: int, partition: int, number: int, steps) -> list[bool]:
+        """For one device, whether each index step's set holds it (before `negate`): one
+        pipelined round trip of GETBIT / SISMEMBER per windowed bucket (only one of the two keys
+        exists), ZSCORE per count rank, HGET of the device's sum per deposit-sum range."""
+        keys = PartitionKeys(self.prefix, partition)
+        bucket, field = keys.device_location(number)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for s in steps:
+                if isinstance(s, InWindow):
+                    for b in s.buckets:
+                        pipe.getbit(keys.window_bits(account_id, s.event, b), number)
+                        pipe.sismember(keys.window_set(account_id, s.event, b), str(number))
+                elif isinstance(s, CountRank):
+                    pipe.zscore(keys.count_rank(account_id, s.event), str(number))
+                else:
+                    pipe.hget(keys.deposit_sum_of(account_id, bucket), f"{field}:{s.currency}")
+            replies = iter(await pipe.execute())
+        hits = []
+        for s in steps:
+            if isinstance(s, InWindow):
+                hits.append(any([bool(next(replies)) for _ in range(2 * len(s.buckets))]))
+            elif isinstance(s, CountRank):
+                score = next(replies)
+                hits.append(score is not None and s.lo <= int(score) and (s.hi is None or int(score) <= s.hi))
+            else:
+                units = int(next(replies) or 0)
+                hits.append(s.lo <= units and (s.hi is None or units <= s.hi))
+        return hits
+
+    async def daily(self, account_id: int, code: str, days: list[int]) -> list[int]:
+        """Devices on which `code` occurred on each UTC day (day numbers, unix ms // 1 d): the
+        windowed index's day buckets summed over partitions (a device lives in one partition).
+        O(days x partitions) commands, no BITOP; a day older than the window retention is 0."""
+        buckets = [day_bucket(d) for d in days]
+        calls = [(self._daily, [keys.scratch("daily")], [keys.tag, account_id, code, *buckets])
+                 for keys in (PartitionKeys(self.prefix, p) for p in range(self.partitions))]
+        totals = [0] * len(days)
+        for reply in await run_scripts(self.redis, calls):
+            for i, n in enumerate(reply):
+                totals[i] += int(n)
+        return totals
 
     async def device_counts(self, account_id: int) -> dict[str, int]:
         """Devices on which each code occurred, for every code the account has seen: one HGETALL

@@ -195,10 +195,24 @@ async def test_windows_counts_and_sums_equal_the_evaluator_over_raw_occurrences(
             assert r.status_code == 200 and r.json()["count"] == len(want), (i, body, r.text)
             page = (await client.post(f"{S}/devices", json={**body, "limit": 1000}, headers=headers)).json()
             assert set(page["devices"]) == want, (i, body)
+            for install in rng.sample(sorted(occurrences), 4) if i < 20 else ():  # the device lookup agrees
+                v = (await client.post(f"{S}/verdict", json={**body, "install_id": install}, headers=headers)).json()
+                assert v["found"] and v["selected"] == (install in want) and bool(v["reasons"]) != v["selected"], (body, v)
             if edges_clear(body, occurrences, now):
                 clear += 1
                 assert want == expected(occurrences, body, now, exact=True), (i, body)
         assert clear >= 10, "too few windows with clear edges to compare with the exact window"
+        # the chart: devices per UTC day from the day buckets, as the occurrences say
+        for event in EVENTS:
+            r = await client.get(f"{S}/daily", params={"event": event, "days": 61}, headers=headers)
+            assert r.status_code == 200, r.text
+            got = {d["start"] // DAY: d["devices"] for d in r.json()["days"]}
+            assert len(got) == 61 and max(got) == now // DAY
+            want = {day: len({i for i, occ in occurrences.items() if any(o.event == event and o.at // DAY == day
+                                                                          for o in occ)}) for day in got}
+            assert got == want and sum(want.values()) > 0, event
+        r = await client.get(f"{S}/daily", params={"event": "nosuch"}, headers=headers)
+        assert r.status_code == 422 and r.json()["error"] == "unknown_events"
         assert len(set(sizes)) >= 20 and 0 < sum(sizes), f"the bodies select too little variety: {sizes}"
     print(f"seed={seed}: {len(records)} postbacks, {sum(map(len, occurrences.values()))} occurrences; "
           f"{clear} bodies with edges 2 h clear of every event; devices selected: {sizes}")
