@@ -326,11 +326,22 @@ async def test_segments_page_journey(running_stack, browser_page: Page, tmp_path
     await page.click('#clear-filter')
     await pick(page, "include", "reg")
     await pick(page, "exclude", "lead")
-    await expect_filter_count(page, len(segment(devices, ["reg"], ["lead"])))
+    # A windowed condition: no deposit in the last 7 days (every postback here is from now).
+    await page.click("#add-condition")
+    window_row = page.locator('#condition-rows .cond-row[data-index="0"]')
+    await window_row.locator("select.cond-event").select_option("dep")
+    await window_row.locator("select.cond-op").select_option("not_occurred")
+    await window_row.locator("select.cond-window").select_option("last")
+    await window_row.locator("input.cond-last-n").fill("7")
+    await window_row.locator("select.cond-last-unit").select_option("d")
+    shown = segment(devices, ["reg"], ["lead", "dep"])
+    await expect_filter_count(page, len(shown))
+    await expect(page.locator("#chart-daily g.day.today")).to_have_attribute(
+        "data-devices", str(len(segment(devices, ["reg"], []))), timeout=WAIT_MS)
     await page.fill("#device-id", returning)
     await page.click("#device-button")
     await expect(page.locator("#device-verdict")).to_contain_text(
-        "selects this device" if returning in segment(devices, ["reg"], ["lead"]) else "does not select")
+        "selects this device" if returning in shown else "does not select")
     if UPDATE_SCREENSHOT:
         await expect(page.locator("#create-ok")).to_be_hidden(timeout=WAIT_MS)  # confirmations fade
     await page.screenshot(path=str(shot), full_page=True)

@@ -1,12 +1,17 @@
 // The Segments page. Plain ES modules, no build step; everything is drawn with DOM calls
 // (textContent, never innerHTML), so event names from users cannot inject markup.
-import { ApiError, QueryApi, describeError, exportAsCsv } from "./api.js";
-import { drawDepositFunnel, drawEventBars } from "./chart.js";
+import {
+  ApiError, MAX_CONDITIONS, QueryApi, describeCondition, describeError, exportAsCsv, filterToRows, msToUtcInput,
+  newDepositRow, newEventRow, rowsToConditions, utcInputToMs,
+} from "./api.js";
+import { drawDailyBars, drawDepositFunnel, drawEventBars } from "./chart.js";
 
 const KEY_STORAGE = "pbseg.apiKey"; // sessionStorage only: gone when the tab closes
 const FILTER_STORAGE = "pbseg.filter"; // the filter survives a reload of the tab, too
 const MAX_FILTER_CODES = 64; // the API's limit per include/exclude list
 const POLL_MS = 3000;
+const DAILY_DAYS = 30;
+const DAY_MS = 86_400_000;
 const CODE_RE = /^[A-Za-z0-9_]{1,64}$/;
 const fmt = new Intl.NumberFormat("en-US");
 
@@ -17,6 +22,10 @@ const state = {
   include: [],
   exclude: [],
   match: "all",
+  conditions: [], // builder rows (api.js: filterToRows / rowsToConditions)
+  dailyEvent: null, // the event of "Devices per day"
+  dailySeq: 0,
+  dailyKey: null, // the answer drawn last: a poll redraws only on change
   pendingDelete: null, // event id whose delete waits for a confirming click
   editing: null, // event id whose name is being edited
   deviceId: null, // the device shown by "Look up a device"
@@ -93,9 +102,11 @@ async function signIn(key, { silent = false } = {}) {
   $("session").hidden = false;
   $("keyhint").textContent = `key ${maskKey(key)}`;
   restoreFilter();
-  renderEvents();
+  renderEvents(); // also picks the daily chart's event and fetches it
+  renderConditions();
   scheduleCount(0);
   refreshRejected();
+  refreshSaved();
   stamp();
   startPolling();
 }
@@ -107,6 +118,9 @@ function signOut(message) {
   state.events = [];
   state.include = [];
   state.exclude = [];
+  state.conditions = [];
+  state.dailyEvent = null;
+  state.dailyKey = null;
   state.editing = null;
   state.pendingDelete = null;
   state.deviceId = null;
@@ -171,6 +185,7 @@ async function refreshAll() {
     if (fresh) scheduleCount(0);
     await refreshRejected();
     if (fresh) await refreshSaved();
+    if (fresh) await refreshDaily();
     if (fresh) stamp(); // "updated" tells the time of the last good data, not the last attempt
   } finally {
     state.refreshing = false;
@@ -206,6 +221,7 @@ function renderEvents() {
   }
   renderStats();
   renderFilterOptions();
+  fillDailySelect();
   drawEventBars($("chart-events"), state.events);
   drawDepositFunnel($("chart-funnel"), state.events);
 }
@@ -414,12 +430,17 @@ function restoreFilter() {
     state.include = codes(saved.event_include);
     state.exclude = codes(saved.event_exclude);
     state.match = saved.include_match === "any" ? "any" : "all";
+    state.conditions = filterToRows(saved);
   } catch (_) { /* a damaged entry is ignored */ }
   for (const radio of document.querySelectorAll('input[name="include-match"]')) radio.checked = radio.value === state.match;
 }
 
+/** The filter as the API takes it; rows that are not complete yet are left out (and say why). */
 function filterBody() {
-  return { event_include: [...state.include], event_exclude: [...state.exclude], include_match: state.match };
+  const body = { event_include: [...state.include], event_exclude: [...state.exclude], include_match: state.match };
+  const { conditions } = rowsToConditions(state.conditions);
+  if (conditions.length) body.conditions = conditions;
+  return body;
 }
 
 function renderFilterOptions() {
@@ -431,6 +452,7 @@ function renderFilterOptions() {
   fillSelect($("exclude-add"), "+ add an event that did NOT occur");
   renderChips($("include-chips"), state.include, "include");
   renderChips($("exclude-chips"), state.exclude, "exclude");
+  fillConditionEvents();
   renderFilterText();
 }
 
@@ -484,10 +506,12 @@ function renderFilterText() {
   const joiner = state.match === "all" ? " and " : " or ";
   const inc = state.include.length ? `on which ${state.include.join(joiner)} occurred` : "";
   const exc = state.exclude.length ? `on which ${state.exclude.join(" and ")} did not occur` : "";
+  const conds = rowsToConditions(state.conditions).conditions.map(describeCondition);
+  const where = conds.length ? `${inc || exc ? ", " : " "}where ${conds.join(", and ")}` : "";
   let text;
-  if (!inc && !exc) text = "All devices of the account.";
-  else if (inc && exc) text = `Devices ${inc}, and ${exc}.`;
-  else text = `Devices ${inc || exc}.`;
+  if (!inc && !exc && !conds.length) text = "All devices of the account.";
+  else if (inc && exc) text = `Devices ${inc}, and ${exc}${where}.`;
+  else text = `Devices ${inc || exc}${where}.`;
   $("filter-sentence").textContent = text;
   $("filter-json").textContent = JSON.stringify(filterBody(), null, 2);
   renderVerdict();
@@ -506,6 +530,7 @@ async function runCount() {
   const abort = new AbortController();
   state.countAbort = abort;
   const seq = ++state.countSeq;
+  const { rowOf } = rowsToConditions(state.conditions); // condition position -> row, for the server's message
   $("filter-count").classList.add("stale");
   try {
     const body = await state.api.count(filterBody(), abort.signal);
@@ -519,9 +544,235 @@ async function runCount() {
       : `exact as of ${new Date(body.as_of).toLocaleTimeString([], { hour12: false })}`;
     $("filter-as-of").dataset.asOf = body.as_of == null ? "" : String(body.as_of);
     showMessage($("filter-error"), "");
+    showConditionError(null);
   } catch (err) {
     if (seq !== state.countSeq) return;
+    if (err instanceof ApiError && err.status === 422) countUnknown(); // the old number is not this filter's
+    if (err instanceof ApiError && (err.code === "invalid_condition" || err.code === "unsupported_condition")) {
+      showMessage($("filter-error"), "");
+      showConditionError(err.message, rowOf);
+      return;
+    }
+    showConditionError(null);
     handle(err, $("filter-error"));
+  }
+}
+
+function countUnknown() {
+  $("filter-count").textContent = "–";
+  $("filter-unit").textContent = "devices";
+  delete $("filter-count").dataset.count;
+  $("filter-count").classList.remove("stale");
+  $("filter-as-of").textContent = "";
+  $("filter-as-of").dataset.asOf = "";
+}
+
+/** The server's words (they name the condition by position: conditions[i]) next to the builder,
+ * and the row they are about marked. */
+function showConditionError(message, rowOf = []) {
+  showMessage($("conditions-error"), message || "");
+  for (const node of $("condition-rows").children) node.classList.remove("invalid");
+  const m = message ? /conditions\[(\d+)\]/.exec(message) : null;
+  const row = m ? rowOf[Number(m[1])] : undefined;
+  if (row !== undefined) {
+    const node = $("condition-rows").querySelector(`.cond-row[data-index="${row}"]`);
+    if (node) node.classList.add("invalid");
+  }
+}
+
+// ---------------------------------------------------------------- conditions (rows of the builder)
+
+const EVENT_OP_WORDS = [["occurred", "occurred"], ["not_occurred", "did not occur"], ["count_gte", "count at least"],
+  ["count_lte", "count at most"], ["count_between", "count between"]];
+const WINDOW_WORDS = [["any", "any time"], ["last", "in the last"], ["between", "between"]];
+const UNIT_WORDS = [["m", "minutes"], ["h", "hours"], ["d", "days"]];
+const SUM_OP_WORDS = [["gte", "at least"], ["lte", "at most"], ["between", "between"]];
+
+function options(select, pairs, value) {
+  select.replaceChildren(...pairs.map(([v, text]) => h("option", { value: v, text })));
+  select.value = value;
+  return select;
+}
+
+function renderConditions() {
+  $("condition-rows").replaceChildren(...state.conditions.map(conditionRowNode));
+  fillConditionEvents();
+  syncConditions();
+}
+
+/** Shows what each row's choices need, says what an incomplete row still needs, updates the sentence. */
+function syncConditions() {
+  const { missing } = rowsToConditions(state.conditions);
+  for (const node of $("condition-rows").children) {
+    const i = Number(node.dataset.index);
+    const row = state.conditions[i];
+    if (!row) continue;
+    const p = node._parts || {};
+    if (row.kind === "event") {
+      const count = row.op.startsWith("count_");
+      p.n.hidden = !count;
+      p.times.hidden = !count;
+      p.and.hidden = p.m.hidden = row.op !== "count_between";
+      p.lastN.hidden = p.unit.hidden = row.win !== "last";
+      p.from.hidden = p.and2.hidden = p.to.hidden = p.utc.hidden = row.win !== "between";
+    } else if (row.kind === "deposit") {
+      p.and.hidden = p.amount2.hidden = row.op !== "between";
+    }
+    const words = missing.get(i);
+    node.classList.toggle("incomplete", words !== undefined);
+    node.classList.remove("invalid");
+    if (p.note) p.note.textContent = words ? `not applied yet: ${words}` : "";
+  }
+  const full = state.conditions.length >= MAX_CONDITIONS;
+  $("add-condition").disabled = full;
+  $("add-deposit-sum").disabled = full;
+  renderFilterText();
+}
+
+function conditionChanged() {
+  syncConditions();
+  scheduleCount();
+}
+
+function numberInput(cls, label, value, min) {
+  const input = h("input", { type: "number", class: `cond-num ${cls}`, min, step: 1, inputmode: "numeric", "aria-label": label, placeholder: "N" });
+  input.value = value ?? "";
+  return input;
+}
+
+function conditionRowNode(row, i) {
+  const node = h("div", { class: `cond-row ${row.kind}`, "data-index": i, "data-kind": row.kind, role: "group", "aria-label": `condition ${i + 1}` });
+  const note = h("span", { class: "cond-note muted small" });
+  const remove = h("button", {
+    type: "button", class: "chip-x cond-remove", "aria-label": `remove condition ${i + 1}`, text: "×",
+    onclick: () => { state.conditions.splice(i, 1); renderConditions(); scheduleCount(); },
+  });
+  const on = (el, kind, fn) => { el.addEventListener(kind, (ev) => { fn(ev.target.value); conditionChanged(); }); return el; };
+  if (row.kind === "raw") {
+    node.append(h("code", { class: "cond-raw", text: JSON.stringify(row.condition) }),
+      h("span", { class: "muted small", text: "kept as saved (not editable here)" }), remove);
+    node._parts = { note };
+    return node;
+  }
+  if (row.kind === "deposit") {
+    const currency = on(h("input", { type: "text", class: "cond-currency", maxlength: 3, spellcheck: "false", "aria-label": "currency", placeholder: "USD" }),
+      "input", (v) => {
+        row.currency = v.trim().toUpperCase();
+        if (currency.value !== currency.value.toUpperCase()) currency.value = currency.value.toUpperCase(); // as it is sent
+      });
+    currency.value = row.currency || "";
+    const op = on(options(h("select", { class: "cond-sum-op", "aria-label": "deposit sum bound" }), SUM_OP_WORDS, row.op), "change", (v) => { row.op = v; });
+    const amount = on(h("input", { type: "text", class: "cond-amount", inputmode: "decimal", spellcheck: "false", "aria-label": "amount", placeholder: "100.00" }),
+      "input", (v) => { row.amount = v.trim(); });
+    amount.value = row.amount || "";
+    const and = h("span", { class: "cond-word", text: "and" });
+    const amount2 = on(h("input", { type: "text", class: "cond-amount2", inputmode: "decimal", spellcheck: "false", "aria-label": "upper amount", placeholder: "500.00" }),
+      "input", (v) => { row.amount2 = v.trim(); });
+    amount2.value = row.amount2 || "";
+    node.append(h("span", { class: "cond-word strong", text: "Deposit sum in" }), currency, op, amount, and, amount2, note, remove);
+    node._parts = { note, and, amount2 };
+    return node;
+  }
+  const event = on(h("select", { class: "cond-event", "aria-label": "event" }), "change", (v) => { row.event = v; });
+  const op = on(options(h("select", { class: "cond-op", "aria-label": "how" }), EVENT_OP_WORDS, row.op), "change", (v) => { row.op = v; });
+  const n = on(numberInput("cond-n", "times", row.n, 0), "input", (v) => { row.n = v; });
+  const and = h("span", { class: "cond-word", text: "and" });
+  const m = on(numberInput("cond-m", "at most times", row.m, 0), "input", (v) => { row.m = v; });
+  const times = h("span", { class: "cond-word", text: "times" });
+  const win = on(options(h("select", { class: "cond-window", "aria-label": "when" }), WINDOW_WORDS, row.win), "change", (v) => {
+    row.win = v;
+    if (v === "last" && !row.lastN) { row.lastN = "24"; row.lastUnit = "h"; lastN.value = "24"; unit.value = "h"; }
+    if (v === "between" && (row.from === null || row.to === null)) { // the last 7 whole UTC days, today included
+      const tomorrow = (Math.floor(Date.now() / DAY_MS) + 1) * DAY_MS;
+      row.from = tomorrow - 7 * DAY_MS;
+      row.to = tomorrow;
+      from.value = msToUtcInput(row.from);
+      to.value = msToUtcInput(row.to);
+    }
+  });
+  const lastN = on(numberInput("cond-last-n", "how many", row.lastN, 1), "input", (v) => { row.lastN = v; });
+  const unit = on(options(h("select", { class: "cond-last-unit", "aria-label": "unit" }), UNIT_WORDS, row.lastUnit || "h"), "change", (v) => { row.lastUnit = v; });
+  const dateInput = (cls, label, ms) => {
+    const input = h("input", { type: "datetime-local", class: `cond-date ${cls}`, "aria-label": `${label} (UTC)`, step: ms && ms % 60000 ? 1 : 60 });
+    input.value = msToUtcInput(ms);
+    return input;
+  };
+  const from = on(dateInput("cond-from", "from", row.from), "input", (v) => { row.from = utcInputToMs(v); });
+  const and2 = h("span", { class: "cond-word", text: "and" });
+  const to = on(dateInput("cond-to", "to", row.to), "input", (v) => { row.to = utcInputToMs(v); });
+  const utc = h("span", { class: "cond-word muted", text: "UTC" });
+  node.append(event, op, n, and, m, times, win, lastN, unit, from, and2, to, utc, note, remove);
+  node._parts = { note, n, and, m, times, lastN, unit, from, and2, to, utc, event };
+  return node;
+}
+
+/** The event pickers of the rows follow the account's events (a deleted one stays, so the server can say so). */
+function fillConditionEvents() {
+  for (const node of $("condition-rows").children) {
+    const select = node._parts && node._parts.event;
+    const row = state.conditions[Number(node.dataset.index)];
+    if (!select || !row || (document.activeElement === select && select.options.length > 1)) continue;
+    const codes = state.events.map((e) => e.code);
+    if (row.event && !codes.includes(row.event)) codes.push(row.event);
+    const byCode = new Map(state.events.map((e) => [e.code, e]));
+    select.replaceChildren(h("option", { value: "", text: "event…" }), ...codes.map((code) => {
+      const e = byCode.get(code);
+      return h("option", { value: code, text: code, title: e ? `${e.name || code} · ${fmt.format(e.devices)} devices` : "not an event of this account" });
+    }));
+    select.value = row.event || "";
+  }
+}
+
+function addCondition(row) {
+  if (state.conditions.length >= MAX_CONDITIONS) return;
+  state.conditions.push(row);
+  renderConditions();
+  scheduleCount();
+  const last = $("condition-rows").lastElementChild;
+  const first = last && last.querySelector("select, input");
+  if (first) first.focus();
+}
+
+// ---------------------------------------------------------------- devices per day
+
+function fillDailySelect() {
+  const select = $("daily-event");
+  // Deposit ordinals (dep_2, ...) are not events of their own: the chart follows posted events.
+  const events = state.events.filter((e) => !(e.deposit_ordinal > 1));
+  const codes = events.map((e) => e.code);
+  if (!codes.includes(state.dailyEvent)) {
+    const next = codes.includes("reg") ? "reg" : codes[0] || null;
+    if (next !== state.dailyEvent) { state.dailyEvent = next; state.dailyKey = null; if (state.api) refreshDaily(); }
+  }
+  if (document.activeElement === select && select.options.length) return; // the user is choosing
+  select.replaceChildren(...events.map((e) => h("option", { value: e.code, text: `${e.name || e.code} (${e.code})` })));
+  select.value = state.dailyEvent || "";
+  select.disabled = !events.length;
+}
+
+async function refreshDaily() {
+  if (!state.api || !state.dailyEvent) return;
+  const seq = ++state.dailySeq;
+  const event = state.dailyEvent;
+  try {
+    const body = await state.api.daily(event, DAILY_DAYS);
+    if (seq !== state.dailySeq || event !== state.dailyEvent) return;
+    showMessage($("daily-error"), "");
+    const key = JSON.stringify(body);
+    if (key !== state.dailyKey) {
+      state.dailyKey = key;
+      drawDailyBars($("chart-daily"), body);
+    }
+    const asOf = body && body.as_of;
+    $("daily-as-of").textContent = asOf == null ? "not caught up yet"
+      : `days in UTC · exact as of ${new Date(asOf).toLocaleTimeString([], { hour12: false })}`;
+  } catch (err) {
+    if (seq !== state.dailySeq) return;
+    // An older server has no /segments/daily: the path then reads as a saved segment's id.
+    const missing = err instanceof ApiError && (err.status === 404 || err.status === 405
+      || (err.status === 422 && err.code === "validation_error" && /segment_id/.test(err.message)));
+    if (missing) showMessage($("daily-error"), "This server does not offer devices per day yet: is the query service up to date?");
+    else handle(err, $("daily-error"));
   }
 }
 
@@ -558,9 +809,11 @@ function openSegment(seg) {
   state.include = [...(seg.filter.event_include || [])];
   state.exclude = [...(seg.filter.event_exclude || [])];
   state.match = seg.filter.include_match === "any" ? "any" : "all";
+  state.conditions = filterToRows(seg.filter);
   for (const radio of document.querySelectorAll('input[name="include-match"]')) radio.checked = radio.value === state.match;
   $("save-name").value = seg.name;
   renderFilterOptions();
+  renderConditions();
   scheduleCount(0);
 }
 
@@ -768,8 +1021,20 @@ function wire() {
   $("clear-filter").addEventListener("click", () => {
     state.include = [];
     state.exclude = [];
+    state.conditions = [];
     renderFilterOptions();
+    renderConditions();
     scheduleCount(0);
+  });
+  $("add-condition").addEventListener("click", () => addCondition(newEventRow()));
+  $("add-deposit-sum").addEventListener("click", () => addCondition(newDepositRow()));
+  $("daily-event").addEventListener("change", (ev) => {
+    ev.target.blur();
+    state.dailyEvent = ev.target.value;
+    state.dailyKey = null;
+    $("chart-daily").replaceChildren(h("p", { class: "muted small", text: "Loading…" }));
+    $("daily-as-of").textContent = "";
+    refreshDaily();
   });
   $("download").addEventListener("click", download);
   $("save-form").addEventListener("submit", saveSegment);

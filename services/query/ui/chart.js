@@ -110,3 +110,64 @@ function ordinal(n) {
   const s = ["th", "st", "nd", "rd"], v = n % 100;
   return n + (s[(v - 20) % 10] || s[v] || s[0]);
 }
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+function shortDay(day) {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(String(day || ""));
+  return m ? `${MONTHS[Number(m[2]) - 1] || m[2]} ${Number(m[3])}` : String(day || "");
+}
+
+/** A round top for an axis: the smallest of 1, 2, 3, 4, 5, 6, 8 x 10^k at or above n. */
+function niceCeil(n) {
+  if (n <= 1) return 1;
+  const p = 10 ** Math.floor(Math.log10(n));
+  for (const f of [1, 2, 3, 4, 5, 6, 8, 10]) if (f * p >= n) return f * p;
+  return 10 * p;
+}
+
+/**
+ * Devices per day for one event (GET /segments/daily): one vertical bar per UTC day, oldest
+ * first, the last one today. Each bar is a <g class="day" data-day data-devices> with a tooltip;
+ * the caption names today's count and the busiest day.
+ */
+export function drawDailyBars(container, body) {
+  const days = body && Array.isArray(body.days) ? body.days : [];
+  if (!days.length) return empty(container, "No days to show.");
+  const width = 560, height = 180, left = 44, right = 6, top = 10, bottom = 22;
+  const plotW = width - left - right, plotH = height - top - bottom;
+  const counts = days.map((d) => Math.max(0, Number(d.devices) || 0));
+  const peak = Math.max(...counts);
+  const max = niceCeil(Math.max(1, peak));
+  const slot = plotW / days.length;
+  const barW = Math.max(2, slot - Math.min(4, slot * 0.25));
+  const svg = svgRoot(width, height, `Devices per day for ${body.event || "the event"}, last ${days.length} days`);
+  const ticks = max % 2 === 0 ? [0, max / 2, max] : [0, max];
+  for (const v of ticks) {
+    const y = top + plotH - (v / max) * plotH;
+    svg.append(el("line", { x1: left, x2: width - right, y1: y, y2: y, class: v ? "grid" : "axis-line" }),
+      el("text", { x: left - 6, y: y + 4, "text-anchor": "end", class: "axis" }, fmt.format(v)));
+  }
+  const last = days.length - 1;
+  days.forEach((d, i) => {
+    const n = counts[i];
+    const hgt = n ? Math.max(2, (n / max) * plotH) : 0;
+    const x = left + i * slot + (slot - barW) / 2;
+    const g = el("g", { class: `day${i === last ? " today" : ""}`, "data-day": String(d.day || ""), "data-devices": n });
+    g.append(el("rect", { x, y: top, width: barW, height: plotH, class: "day-hit" }),
+      el("rect", { x, y: top + plotH - hgt, width: barW, height: hgt, rx: Math.min(2, barW / 3), class: "day-fill" }),
+      el("title", {}, `${d.day} (UTC): ${fmt.format(n)} device${n === 1 ? "" : "s"}`));
+    if ((last - i) % 7 === 0) {
+      g.append(el("text", { x: x + barW / 2, y: height - 6, "text-anchor": "middle", class: "axis" }, i === last ? "today" : shortDay(d.day)));
+    }
+    svg.append(g);
+  });
+  const caption = document.createElement("p");
+  caption.className = "muted small daily-caption";
+  const peakAt = counts.lastIndexOf(peak);
+  const today = `Today ${fmt.format(counts[last])} device${counts[last] === 1 ? "" : "s"}`;
+  caption.textContent = !peak ? `No devices with ${body.event || "this event"} in the last ${days.length} days.`
+    : peakAt === last ? `${today}, the busiest day.`
+    : `${today} · busiest day ${shortDay(days[peakAt].day)}: ${fmt.format(peak)}.`;
+  container.replaceChildren(svg, caption);
+}
