@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from services.common.catalog import CatalogStore  # noqa: E402
 from services.common.catalog_ids import MemoryIdLog
-from services.common.keys import PartitionKeys  # noqa: E402
+from services.common.keys import REDIS_ENCODING_ARGS, PartitionKeys  # noqa: E402
 from services.common.models import PostbackRecord  # noqa: E402
 from services.common.redis_conn import async_redis, is_cluster  # noqa: E402
 from services.common.topics import ensure_topics  # noqa: E402
@@ -77,7 +77,7 @@ def start_redis(work: Path) -> tuple[Proc, str]:
     data.mkdir()
     proc = Proc([binary, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data), "--appendonly", "yes",
                  "--appendfsync", "everysec", "--save", "", "--protected-mode", "no",
-                 "--hash-max-listpack-entries", "512", "--hash-max-listpack-value", "160"],
+                 *REDIS_ENCODING_ARGS],
                 dict(os.environ), work / "redis.log")
     url = f"redis://127.0.0.1:{port}/0"
     for _ in range(100):

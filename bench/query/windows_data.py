@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from services.common.keys import DEVSET_DENSITY, DEVSET_SET_MIN, NAMES_BUCKET, PartitionKeys
+from services.common.keys import NAMES_BUCKET, PartitionKeys, devset_limit
 from services.domain.codes import DEP, INSTALL, REG, deposit_code
 from services.domain.conditions import CountBetween, Occurred, Window, parse_conditions
 from services.domain.windows import DAY_MS, HOUR_MS, day_bucket, hour_bucket
@@ -216,7 +216,7 @@ def bitmap_of(numbers: np.ndarray) -> bytes:
 
 def devset_threshold(devices_in_partition: int) -> int:
     """A device set is a bitmap once it holds more than this many members (keys.py)."""
-    return max(DEVSET_SET_MIN, devices_in_partition // DEVSET_DENSITY)
+    return devset_limit(devices_in_partition)
 
 
 # ------------------------------------------------------------------ the Redis bulk load

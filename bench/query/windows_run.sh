@@ -39,9 +39,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "starting redis on :$REDIS_PORT"
-# Listpack limits as `make up` runs Redis (deploy/compose.yaml); no persistence: a bench server.
+# The encodings `make up` runs Redis with (keys.REDIS_ENCODING_ARGS); no persistence: a bench server.
+ENCODINGS="$(.venv/bin/python -c 'from services.common.keys import REDIS_ENCODING_ARGS as a; print(" ".join(a))')"
+# shellcheck disable=SC2086
 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" \
-  --hash-max-listpack-entries 512 --hash-max-listpack-value 160 ${BENCH_WINDOWS_REDIS_ARGS:-} \
+  $ENCODINGS ${BENCH_WINDOWS_REDIS_ARGS:-} \
   --logfile "$WORK/redis.log" --daemonize no &
 REDIS_PID=$!
 for _ in $(seq 50); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
@@ -50,5 +52,5 @@ CMD="bash bench/query/windows_run.sh"
 [ -n "${BENCH_WINDOWS_REDIS_ARGS:-}" ] && CMD="BENCH_WINDOWS_REDIS_ARGS=\"$BENCH_WINDOWS_REDIS_ARGS\" $CMD"
 [ -n "${BENCH_WINDOWS_DEVICES:-}" ] && CMD="BENCH_WINDOWS_DEVICES=$BENCH_WINDOWS_DEVICES $CMD"
 BENCH_REDIS_URL="redis://127.0.0.1:$REDIS_PORT/0" BENCH_HTTP_PORT="$HTTP_PORT" BENCH_WINDOWS_COMMAND="$CMD" \
-BENCH_WINDOWS_REDIS_CONFIG="--save \"\" --appendonly no --hash-max-listpack-entries 512 --hash-max-listpack-value 160 ${BENCH_WINDOWS_REDIS_ARGS:-}" \
+BENCH_WINDOWS_REDIS_CONFIG="--save \"\" --appendonly no $ENCODINGS ${BENCH_WINDOWS_REDIS_ARGS:-}" \
   .venv/bin/python bench/query/windows_bench.py

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import redis
 
-from services.common.keys import NAMES_BUCKET
+from services.common.keys import REDIS_ENCODING_ARGS
 from services.devstack.cluster import HOST, REDIS_CLUSTER_PORTS, redis_node_name, stop_nodes, wait_nodes
 from services.devstack.infra import redis_server_binary
 from services.devstack.procs import RUN_DIR, StartupError, port_open, start_process
@@ -110,7 +110,7 @@ def start_redis_cluster(ports: Sequence[int] = REDIS_CLUSTER_PORTS, log=print, t
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
             "--daemonize", "no", "--protected-mode", "no",
-            "--hash-max-listpack-entries", str(NAMES_BUCKET), "--hash-max-listpack-value", "160"])
+            *REDIS_ENCODING_ARGS])
 
     def answering() -> bool:
         try:

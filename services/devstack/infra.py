@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from services.common.keys import NAMES_BUCKET
+from services.common.keys import REDIS_ENCODING_ARGS
 from services.devstack.procs import (
     ROOT,
     RUN_DIR,
@@ -170,8 +170,7 @@ def start_redis(url: str, name: str = "redis") -> None:
         [binary, "--bind", ep.host, "--port", str(ep.port), "--dir", str(data),
          "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
          "--daemonize", "no", "--protected-mode", "no",
-         # a state / reverse-map bucket of NAMES_BUCKET fields stays listpack-encoded
-         "--hash-max-listpack-entries", str(NAMES_BUCKET), "--hash-max-listpack-value", "160"],
+         *REDIS_ENCODING_ARGS],  # the encodings the key layout is sized for
     )
     wait_until(name, lambda: port_open(ep.host, ep.port), timeout=30)
 

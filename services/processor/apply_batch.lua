@@ -482,8 +482,8 @@ for _, list in ipairs(bit_lists) do
   if turned > 0 then call('HINCRBY', key_device_counts(tag, list.acct), list.code, turned) end
   call('SADD', key_segment_codes(tag, list.acct), list.code)
 end
--- Device sets (windowed buckets): a set until it holds more than max(DEVSET_SET_MIN, the
--- account's devices in the partition // DEVSET_DENSITY), then a bitmap (the set deleted).
+-- Device sets (windowed buckets): a set until it holds more than max(DEVSET_SET_MIN, min(the
+-- account's devices in the partition // DEVSET_DENSITY, DEVSET_SET_MAX)), then a bitmap (the set deleted).
 local function set_bits(key, nums, n)
   local args = {}
   for i = 1, n do args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', nums[i], '1' end
@@ -503,7 +503,7 @@ for _, id in ipairs(window_keys) do
       devices = tonumber(call('GET', key_device_seq(tag, w.acct)) or '0')
       seqs[w.acct] = devices
     end
-    if call('SCARD', key) > math.max(DEVSET_SET_MIN, floor(devices / DEVSET_DENSITY)) then
+    if call('SCARD', key) > math.max(DEVSET_SET_MIN, math.min(floor(devices / DEVSET_DENSITY), DEVSET_SET_MAX)) then
       local members = call('SMEMBERS', key)
       set_bits(bkey, members, #members)
       call('DEL', key)

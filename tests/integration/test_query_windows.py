@@ -246,7 +246,7 @@ async def test_a_bucket_turns_from_a_set_into_a_bitmap_once_dense_and_answers_th
     """Device sets: a bucket holding more than max(DEVSET_SET_MIN, devices // DEVSET_DENSITY)
     devices becomes a bitmap (the set deleted), in the batch that crosses the line or any later
     one; a sparse bucket stays a set; windows over both answer what the evaluator says."""
-    from services.common.keys import DEVSET_SET_MIN, PartitionKeys
+    from services.common.keys import DEVSET_SET_MIN, PartitionKeys, devset_limit
     from services.domain.windows import occurrence_buckets
     from services.processor.planning import plan_partition_batch
     now = int(time.time() * 1000)
@@ -261,6 +261,7 @@ async def test_a_bucket_turns_from_a_set_into_a_bitmap_once_dense_and_answers_th
         await store.apply_batches([plan_partition_batch(0, messages, now)])
     keys = PartitionKeys(key_prefix, 0)
     busy_day, quiet_day = occurrence_buckets(busy)[1], occurrence_buckets(quiet)[1]
+    assert devset_limit(400) == DEVSET_SET_MIN < 380 and devset_limit(10 ** 9) == 16_384
     assert await redis_client.exists(keys.window_bits(1, "reg", busy_day)) == 1
     assert await redis_client.exists(keys.window_set(1, "reg", busy_day)) == 0
     assert await redis_client.bitcount(keys.window_bits(1, "reg", busy_day)) == 380

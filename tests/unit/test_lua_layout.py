@@ -4,7 +4,8 @@ header services/common/keys.py generates."""
 import re
 from pathlib import Path
 
-from services.common.keys import DEVICE_INDEX_BUCKETS, NAMES_BUCKET, PARTITION_KEYS, PartitionKeys, lua_header
+from services.common.keys import (DEVICE_INDEX_BUCKETS, NAMES_BUCKET, PARTITION_KEYS, REDIS_ENCODING_ARGS, PartitionKeys,
+                                  lua_header)
 
 SERVICES = Path(__file__).resolve().parents[2] / "services"
 # A key literal: a quoted string holding `:<word>` or `<word>:` (a key part), or a `{...}` hash tag.
@@ -60,4 +61,4 @@ def test_the_header_builds_the_same_keys_as_python():
 def test_the_compose_file_runs_redis_with_the_bucket_size():
     """deploy/compose.yaml cannot import keys.py: a bucket of NAMES_BUCKET fields must stay listpack."""
     compose = (SERVICES.parent / "deploy" / "compose.yaml").read_text()
-    assert f'"--hash-max-listpack-entries", "{NAMES_BUCKET}"' in compose
+    assert ", ".join(f'"{a}"' for a in REDIS_ENCODING_ARGS) in compose
