@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from bench import PARTITIONS, Proc, records, start_redis  # noqa: E402
 from services.common.redis_conn import async_redis  # noqa: E402
+from services.common.keys import lua_header  # noqa: E402
 from services.processor import store as store_mod  # noqa: E402
 from services.processor.planning import plan_partition_batch  # noqa: E402
 from services.processor.store import DeviceStateStore  # noqa: E402
@@ -67,6 +68,9 @@ end
 
 
 def with_bucket(text: str) -> str:
+    """A variant file as the store loads the live one: the key-layout header first."""
+    if "local function key_" not in text:
+        text = "#!lua\n" + lua_header() + text
     return BUCKET_LUA + text if "device_bucket(" in text and "function device_bucket" not in text else text
 
 

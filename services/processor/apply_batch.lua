@@ -230,49 +230,68 @@ end
 local dep_codes = {}  -- count -> "dep_<count>"
 
 -- Windowed index: occurrences grouped per (account, code, bucket), each bucket a device set.
+-- Per event only table lookups keyed by numbers and interned strings (no string building): the
+-- buckets of an hour are made once per batch.
 local window_retention_s = floor(tonumber(ARGV[9]) / 1000)
-local HOUR_MS, DAY_MS = 3600000, 86400000
-local ts_buckets = {}  -- ts -> {hour bucket, its expiry, day bucket, its expiry} (once per batch)
-local windows, window_keys = {}, {}  -- "<acct>\0<code>\0<bucket>" -> {acct, code, bucket, expiry, n, nums...}
+local HOUR_MS = 3600000
+local hour_buckets = {}  -- hour number -> {hour bucket, its expiry, day bucket, its expiry}
+local windows, window_lists = {}, {}  -- acct -> code -> bucket -> {acct, code, bucket, expiry, n, nums...}
 local function window_group(acct, code, bucket, expiry, numstr)
-  local id = acct .. '\0' .. code .. '\0' .. bucket
-  local list = windows[id]
+  local of_acct = windows[acct]
+  if not of_acct then
+    of_acct = {}
+    windows[acct] = of_acct
+  end
+  local of_code = of_acct[code]
+  if not of_code then
+    of_code = {}
+    of_acct[code] = of_code
+  end
+  local list = of_code[bucket]
   if not list then
     list = {acct = acct, code = code, bucket = bucket, expiry = expiry, n = 0}
-    windows[id] = list
-    window_keys[#window_keys + 1] = id
+    of_code[bucket] = list
+    window_lists[#window_lists + 1] = list
   end
-  list.n = list.n + 1
-  list[list.n] = numstr
+  local n = list.n + 1
+  list.n = n
+  list[n] = numstr
 end
 local function window_add(dev, code, ts)
-  local b = ts_buckets[ts]
+  local hour = floor(tonumber(ts) / HOUR_MS)
+  local b = hour_buckets[hour]
   if not b then
-    local at = tonumber(ts)
-    local hour, day = floor(at / HOUR_MS), floor(at / DAY_MS)
+    local day = floor(hour / 24)
     b = {'h' .. format('%d', hour), format('%d', (hour + 1) * 3600 + window_retention_s),
          'd' .. format('%d', day), format('%d', (day + 1) * 86400 + window_retention_s)}
-    ts_buckets[ts] = b
+    hour_buckets[hour] = b
   end
   window_group(dev[ACCT], code, b[1], b[2], dev[NUMSTR])
   window_group(dev[ACCT], code, b[3], b[4], dev[NUMSTR])
 end
 -- Count ranks: (account, code) -> device number -> the count after the batch (counts >= 2).
-local ranks, rank_keys = {}, {}
+local ranks, rank_lists = {}, {}  -- acct -> code -> {acct, code, of = {numstr -> count}, order}
 local function rank(dev, code, count_str)
-  local id = dev[ACCT] .. '\0' .. code
-  local list = ranks[id]
+  local of_acct = ranks[dev[ACCT]]
+  if not of_acct then
+    of_acct = {}
+    ranks[dev[ACCT]] = of_acct
+  end
+  local list = of_acct[code]
   if not list then
     list = {acct = dev[ACCT], code = code, of = {}, order = {}}
-    ranks[id] = list
-    rank_keys[#rank_keys + 1] = id
+    of_acct[code] = list
+    rank_lists[#rank_lists + 1] = list
   end
-  if not list.of[dev[NUMSTR]] then list.order[#list.order + 1] = dev[NUMSTR] end
-  list.of[dev[NUMSTR]] = count_str
+  local numstr = dev[NUMSTR]
+  if not list.of[numstr] then list.order[#list.order + 1] = numstr end
+  list.of[numstr] = count_str
 end
--- Deposit sums: decimal strings (units of 10^-10 can exceed 2^53), added digit by digit.
+-- Deposit sums: decimal strings (units of 10^-10 can exceed 2^53): added as Lua numbers while
+-- both have at most 15 digits (the sum stays below 2^53, exact), else digit by digit.
 local byte, rep = string.byte, string.rep
 local function add_decimal(a, b)
+  if #a <= 15 and #b <= 15 then return format('%d', tonumber(a) + tonumber(b)) end
   local out, carry, i, j, k = {}, 0, #a, #b, 0
   while i > 0 or j > 0 or carry > 0 do
     local d = carry + (i > 0 and byte(a, i) - 48 or 0) + (j > 0 and byte(b, j) - 48 or 0)
@@ -286,20 +305,23 @@ local function add_decimal(a, b)
   local s = table.concat(digits):gsub('^0+', '')
   return s == '' and '0' or s
 end
-local sums, sum_keys = {}, {}  -- "<acct>\0<num>\0<currency>" -> {dev, currency, old (false = none), new}
+-- Pass 2 only adds up each device's deposits of the batch per currency; pass 3 reads the stored
+-- sums (one HMGET per sum bucket), writes them back (one HSET per bucket) and moves the devices'
+-- members in the currency's sorted set (one ZREM + one ZADD per currency).
+local deltas, delta_lists = {}, {}  -- dev -> currency -> {dev, currency, units}
 local function deposit(dev, currency, units)
-  local id = dev[ACCT] .. '\0' .. dev[NUMSTR] .. '\0' .. currency
-  local s = sums[id]
-  if not s then
-    local field = dev[FIELD] .. ':' .. currency
-    local hkey = key_deposit_sum_of(tag, dev[ACCT], format('%d', floor(dev[NUM] / NAMES_BUCKET)))
-    local old = call('HGET', hkey, field)
-    s = {acct = dev[ACCT], numstr = dev[NUMSTR], currency = currency, hkey = hkey, field = field,
-         old = old or false, new = old or '0'}
-    sums[id] = s
-    sum_keys[#sum_keys + 1] = id
+  local of_dev = deltas[dev]
+  if not of_dev then
+    of_dev = {}
+    deltas[dev] = of_dev
   end
-  s.new = add_decimal(s.new, units)
+  local d = of_dev[currency]
+  if not d then
+    of_dev[currency] = {dev, currency, units}
+    delta_lists[#delta_lists + 1] = of_dev[currency]
+  else
+    d[3] = add_decimal(d[3], units)
+  end
 end
 local function sum_member(units, numstr)
   if #units > SUM_DIGITS then error('a deposit sum exceeds SUM_DIGITS digits of 10^-10 units') end
@@ -489,8 +511,7 @@ local function set_bits(key, nums, n)
   for i = 1, n do args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', nums[i], '1' end
   send('BITFIELD', key, args, 4 * n, 4)
 end
-for _, id in ipairs(window_keys) do
-  local w = windows[id]
+for _, w in ipairs(window_lists) do
   local bkey = key_window_bits(tag, w.acct, w.code, w.bucket)
   local key = bkey
   if call('EXISTS', bkey) == 1 then
@@ -512,8 +533,7 @@ for _, id in ipairs(window_keys) do
   end
   call('EXPIREAT', key, w.expiry)
 end
-for _, id in ipairs(rank_keys) do
-  local r = ranks[id]
+for _, r in ipairs(rank_lists) do
   local args, n = {}, 0
   for _, numstr in ipairs(r.order) do
     args[n + 1], args[n + 2] = r.of[numstr], numstr
@@ -521,12 +541,46 @@ for _, id in ipairs(rank_keys) do
   end
   send('ZADD', key_count_rank(tag, r.acct, r.code), args, n, 2)
 end
-for _, id in ipairs(sum_keys) do
-  local s = sums[id]
-  local zkey = key_deposit_sums(tag, s.acct, s.currency)
-  if s.old then call('ZREM', zkey, sum_member(s.old, s.numstr)) end
-  call('ZADD', zkey, 0, sum_member(s.new, s.numstr))
-  call('HSET', s.hkey, s.field, s.new)
+if #delta_lists > 0 then
+  local by_bucket, bucket_order = {}, {}  -- sum bucket key -> {n, deltas...}
+  for _, d in ipairs(delta_lists) do
+    local dev = d[1]
+    local list = group(by_bucket, bucket_order,
+                       key_deposit_sum_of(tag, dev[ACCT], format('%d', floor(dev[NUM] / NAMES_BUCKET))))
+    list.n = list.n + 1
+    list[list.n] = d
+  end
+  local removed, added, zorder = {}, {}, {}  -- currency key -> members
+  for _, hkey in ipairs(bucket_order) do
+    local list, fields, values = by_bucket[hkey], {}, {}
+    for i = 1, list.n do fields[i] = list[i][1][FIELD] .. ':' .. list[i][2] end
+    send('HMGET', hkey, fields, list.n, 1, values, 0)
+    local writes = {}
+    for i = 1, list.n do
+      local d = list[i]
+      local dev, old = d[1], values[i]
+      local new = old and add_decimal(old, d[3]) or d[3]
+      local zkey = key_deposit_sums(tag, dev[ACCT], d[2])
+      if not added[zkey] then
+        added[zkey], removed[zkey] = {n = 0}, {n = 0}
+        zorder[#zorder + 1] = zkey
+      end
+      if old then
+        local r = removed[zkey]
+        r.n = r.n + 1
+        r[r.n] = sum_member(old, dev[NUMSTR])
+      end
+      local a = added[zkey]
+      a[a.n + 1], a[a.n + 2] = '0', sum_member(new, dev[NUMSTR])
+      a.n = a.n + 2
+      writes[2 * i - 1], writes[2 * i] = fields[i], new
+    end
+    send('HSET', hkey, writes, 2 * list.n, 2)
+  end
+  for _, zkey in ipairs(zorder) do
+    if removed[zkey].n > 0 then send('ZREM', zkey, removed[zkey], removed[zkey].n, 1) end
+    send('ZADD', zkey, added[zkey], added[zkey].n, 2)
+  end
 end
 if emit_records and records > 0 then
   call('XADD', key_outbox(tag), '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
