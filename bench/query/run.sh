@@ -62,3 +62,6 @@ BENCH_PG_DSN="host=127.0.0.1 port=$PG_PORT user=bench dbname=postgres" \
 BENCH_HTTP_PORT="$HTTP_PORT" BENCH_SCALES="$SCALES" \
   .venv/bin/python bench/query/bench.py
 echo "wrote bench/results/query.md"
+# The windowed-segment benchmark (reg within 30d, dep not within 7d, dep count >= 2) against
+# DuckDB and pyroaring: its own Redis, writes bench/results/query_windows.md.
+bash bench/query/windows_run.sh

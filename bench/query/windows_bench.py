@@ -518,8 +518,9 @@ def report(started, facts, reference, duck_rows, engines, daily_present, st, emp
         f"| **windowed keys in all** | | **{mib(windows)}** | **{windows / n:,.1f}** |",
         "",
         f"Window keys: {st.window_sets:,} sets ({st.window_set_members:,} members), {st.window_bitmaps:,} bitmaps "
-        f"(a set becomes a bitmap above keys.devset_limit(devices) = "
-        f"{data.devset_threshold(facts.devices_in(0)):,} members per partition here); count ranks: "
+        f"(a set becomes a bitmap above keys.devset_limit(devices, bucket) = "
+        f"{data.devset_threshold(facts.devices_in(0), 'h'):,} members for an hour, "
+        f"{data.devset_threshold(facts.devices_in(0), 'd'):,} for a day per partition here); count ranks: "
         f"{st.count_rank_keys:,} sorted sets, {st.count_rank_members:,} members. By code class (exact MEMORY USAGE of "
         "partition 0's window keys x 8, bytes per device): "
         + ", ".join(f"{c} {v / n:,.1f}" for c, v in sorted(by_class.items(), key=lambda kv: -kv[1])) + ". "

@@ -214,9 +214,10 @@ def bitmap_of(numbers: np.ndarray) -> bytes:
     return np.packbits(bits, bitorder="big").tobytes()
 
 
-def devset_threshold(devices_in_partition: int) -> int:
-    """A device set is a bitmap once it holds more than this many members (keys.py)."""
-    return devset_limit(devices_in_partition)
+def devset_threshold(devices_in_partition: int, kind: str) -> int:
+    """A device set of an hour ("h") or day ("d") bucket is a bitmap once it holds more than this
+    many members (keys.py)."""
+    return devset_limit(devices_in_partition, kind)
 
 
 # ------------------------------------------------------------------ the Redis bulk load
@@ -300,7 +301,7 @@ class Loader:
         bucket = f.at[sel] // (HOUR_MS if kind == "h" else DAY_MS)
         name = hour_bucket if kind == "h" else day_bucket
         sets = group_sets(self.part[sel], f.code[sel].astype(np.int64), bucket, self.number[sel])
-        thresholds = [devset_threshold(f.devices_in(p)) for p in range(PARTITIONS)]
+        thresholds = [devset_threshold(f.devices_in(p), kind) for p in range(PARTITIONS)]
         pipe, pending = self.r.pipeline(transaction=False), 0
         for i in self.progress(range(len(sets)), desc=f"{'hour' if kind == 'h' else 'day'} buckets", unit="key",
                                mininterval=1, miniters=2000):

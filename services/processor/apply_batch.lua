@@ -455,6 +455,7 @@ for i = 1, nevents do
       end
       -- the windowed index, the count rank and the deposit sum (pass 3 writes them grouped)
       window_add(dev, code, ts)
+      if fresh then window_add(dev, 'install', ts) end  -- a new device's install is an occurrence too
       if count >= 2 and code ~= 'dep' then rank(dev, code, count_str) end
       if code == 'dep' and e[9] ~= '' and e[10] ~= '' then deposit(dev, e[10], e[9]) end
       -- "<prefix><ordinal>:<first 1/0>"; the ordinal only for deposits
@@ -505,7 +506,8 @@ for _, list in ipairs(bit_lists) do
   call('SADD', key_segment_codes(tag, list.acct), list.code)
 end
 -- Device sets (windowed buckets): a set until it holds more than max(DEVSET_SET_MIN, min(the
--- account's devices in the partition // DEVSET_DENSITY, DEVSET_SET_MAX)), then a bitmap (the set deleted).
+-- account's devices in the partition // density, DEVSET_SET_MAX)), density DEVSET_HOUR_DENSITY for
+-- hour buckets and DEVSET_DAY_DENSITY for days (keys.devset_limit), then a bitmap (the set deleted).
 local function set_bits(key, nums, n)
   local args = {}
   for i = 1, n do args[4 * i - 3], args[4 * i - 2], args[4 * i - 1], args[4 * i] = 'SET', 'u1', nums[i], '1' end
@@ -524,7 +526,8 @@ for _, w in ipairs(window_lists) do
       devices = tonumber(call('GET', key_device_seq(tag, w.acct)) or '0')
       seqs[w.acct] = devices
     end
-    if call('SCARD', key) > math.max(DEVSET_SET_MIN, math.min(floor(devices / DEVSET_DENSITY), DEVSET_SET_MAX)) then
+    local density = byte(w.bucket, 1) == 104 and DEVSET_HOUR_DENSITY or DEVSET_DAY_DENSITY  -- 'h'
+    if call('SCARD', key) > math.max(DEVSET_SET_MIN, math.min(floor(devices / density), DEVSET_SET_MAX)) then
       local members = call('SMEMBERS', key)
       set_bits(bkey, members, #members)
       call('DEL', key)

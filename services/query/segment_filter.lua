@@ -25,21 +25,43 @@ local first_in, first_ex, first_req = 9, 9 + n_in, 9 + n_in + n_ex
 local extra = 9 + n_in + n_ex + n_req
 local function seg(code) return key_segment(tag, acct, code) end
 
-local function set_bits(key, numbers, from, to)
-  -- device numbers (decimal strings) numbers[from..to] into the bitmap `key`, ~1,000 per call
-  for i = from, to, 250 do
+-- Members of sets (device numbers as decimal strings) are gathered per 32-bit word first and
+-- written with one BITFIELD SET i32 per word: devices numbered close together (those a day's
+-- `reg` creates) cost one write per 32, not one each. Bit n is the MSB-first bit n % 32 of word
+-- n // 32, as SETBIT; the i32 value is the word's bits read as a signed number.
+local band, bor, lshift = bit.band, bit.bor, bit.lshift
+local function gather(words, order, numbers, strip)
+  for i = 1, #numbers do
+    local m = numbers[i]
+    if strip then m = string.sub(m, strip) end
+    local n = tonumber(m)
+    local k = math.floor(n / 32)
+    local w = words[k]
+    if not w then
+      order[#order + 1] = k
+      w = 0
+    end
+    words[k] = bor(w, lshift(1, 31 - (n - k * 32)))
+  end
+end
+
+local function write_words(key, words, order)
+  -- the gathered words into the (absent) bitmap `key`, ~1,000 arguments per call
+  for i = 1, #order, 250 do
     local args = {}
-    for k = i, math.min(i + 249, to) do
-      local n = #args
-      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'SET', 'u1', numbers[k], '1'
+    for j = i, math.min(i + 249, #order) do
+      local k, n = order[j], #args
+      args[n + 1], args[n + 2], args[n + 3], args[n + 4] = 'SET', 'i32', string.format('%d', k * 32), words[k]
     end
     redis.call('BITFIELD', key, unpack(args))
   end
+  if #order > 0 then redis.call('PEXPIRE', key, scratch_ttl) end
 end
 
 local function step_into(tmp, step)
   -- the devices of one step into the (absent) bitmap `tmp`
   local kind = step[1]
+  local words, order = {}, {}
   if kind == 'w' then
     local dense = {}
     for _, bucket in ipairs(step[4]) do
@@ -47,24 +69,21 @@ local function step_into(tmp, step)
       if redis.call('EXISTS', bkey) == 1 then
         dense[#dense + 1] = bkey
       else
-        local members = redis.call('SMEMBERS', key_window_set(tag, acct, step[3], bucket))
-        set_bits(tmp, members, 1, #members)
-        if #members > 0 then redis.call('PEXPIRE', tmp, scratch_ttl) end
+        gather(words, order, redis.call('SMEMBERS', key_window_set(tag, acct, step[3], bucket)))
       end
     end
+    write_words(tmp, words, order)  -- before the OR: the words overwrite whole 32-bit ranges
     for i = 1, #dense, 500 do
       redis.call('BITOP', 'OR', tmp, tmp, unpack(dense, i, math.min(i + 499, #dense)))
       redis.call('PEXPIRE', tmp, scratch_ttl)
     end
   elseif kind == 'k' then
-    local members = redis.call('ZRANGEBYSCORE', key_count_rank(tag, acct, step[3]), step[4], step[5])
-    set_bits(tmp, members, 1, #members)
+    gather(words, order, redis.call('ZRANGEBYSCORE', key_count_rank(tag, acct, step[3]), step[4], step[5]))
+    write_words(tmp, words, order)
   else
-    local members = redis.call('ZRANGEBYLEX', key_deposit_sums(tag, acct, step[3]), step[4], step[5])
-    for i = 1, #members do members[i] = string.sub(members[i], SUM_DIGITS + 2) end
-    set_bits(tmp, members, 1, #members)
+    gather(words, order, redis.call('ZRANGEBYLEX', key_deposit_sums(tag, acct, step[3]), step[4], step[5]), SUM_DIGITS + 2)
+    write_words(tmp, words, order)
   end
-  redis.call('PEXPIRE', tmp, scratch_ttl)
 end
 
 local function run_steps()

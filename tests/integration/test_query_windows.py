@@ -34,6 +34,7 @@ PARTITIONS = 4
 DAY = 24 * HOUR_MS
 S = "/api/b/v2/segments"
 EVENTS = ("reg", "dep", "promo")
+COND_EVENTS = EVENTS + ("install",)  # a device's install occurs with its first postback
 AMOUNTS = ("0.0000000001", "1", "9.99", "19.99", "100", "12345678901234567890.1234567890")
 
 
@@ -95,6 +96,8 @@ def history(rng: random.Random, account: int, now: int, devices: int) -> tuple[l
                 continue  # a repeated tid: the first one counts
             seen.add((install, event, tid)) if tid is not None else None
             units = None if amount is None or currency is None else amount_units(amount)
+            if not occurrences[install]:
+                occurrences[install].append(Occurrence("install", at))
             occurrences[install].append(Occurrence(event, at, units, currency))
     order = sorted(range(len(records)), key=lambda _: rng.random())
     # a device's records keep their relative order (same partition, same key): only interleaving changes
@@ -110,7 +113,7 @@ def random_body(rng: random.Random, now: int) -> dict:
     for _ in range(rng.randrange(1, 4)):
         kind = rng.random()
         if kind < 0.55:
-            c = {"event": rng.choice(EVENTS), "occurred": rng.random() < 0.65}
+            c = {"event": rng.choice(COND_EVENTS), "occurred": rng.random() < 0.65}
             if rng.random() < 0.5:
                 c["within"] = {"last": rng.choice((f"{rng.randrange(1, 61)}d", f"{rng.randrange(1, 1440)}h",
                                                    f"{rng.randrange(1, 6000)}m"))}
@@ -118,7 +121,7 @@ def random_body(rng: random.Random, now: int) -> dict:
                 start = now - rng.randrange(2 * HOUR_MS, 61 * DAY)
                 c["within"] = {"from": start, "to": min(now, start + rng.randrange(HOUR_MS // 2, 30 * DAY))}
         elif kind < 0.8:
-            event = rng.choice(EVENTS)
+            event = rng.choice(COND_EVENTS)
             bounds = rng.choice(({"gte": rng.randrange(0, 5)}, {"lte": rng.randrange(0, 5)},
                                  {"gte": rng.randrange(1, 3), "lte": rng.randrange(3, 6)}))
             c = {"event": event, "count": bounds}
@@ -203,7 +206,7 @@ async def test_windows_counts_and_sums_equal_the_evaluator_over_raw_occurrences(
                 assert want == expected(occurrences, body, now, exact=True), (i, body)
         assert clear >= 10, "too few windows with clear edges to compare with the exact window"
         # the chart: devices per UTC day from the day buckets, as the occurrences say
-        for event in EVENTS:
+        for event in COND_EVENTS:
             r = await client.get(f"{S}/daily", params={"event": event, "days": 61}, headers=headers)
             assert r.status_code == 200, r.text
             got = {d["start"] // DAY: d["devices"] for d in r.json()["days"]}
@@ -243,7 +246,7 @@ async def test_hour_precision_at_its_boundary(infra, redis_client, key_prefix, t
 
 
 async def test_a_bucket_turns_from_a_set_into_a_bitmap_once_dense_and_answers_the_same(redis_client, key_prefix, infra):
-    """Device sets: a bucket holding more than max(DEVSET_SET_MIN, devices // DEVSET_DENSITY)
+    """Device sets: a bucket holding more than devset_limit(devices, bucket)
     devices becomes a bitmap (the set deleted), in the batch that crosses the line or any later
     one; a sparse bucket stays a set; windows over both answer what the evaluator says."""
     from services.common.keys import DEVSET_SET_MIN, PartitionKeys, devset_limit
@@ -261,7 +264,8 @@ async def test_a_bucket_turns_from_a_set_into_a_bitmap_once_dense_and_answers_th
         await store.apply_batches([plan_partition_batch(0, messages, now)])
     keys = PartitionKeys(key_prefix, 0)
     busy_day, quiet_day = occurrence_buckets(busy)[1], occurrence_buckets(quiet)[1]
-    assert devset_limit(400) == DEVSET_SET_MIN < 380 and devset_limit(10 ** 9) == 16_384
+    assert devset_limit(400, busy_day) == DEVSET_SET_MIN < 380 and devset_limit(10 ** 9, "h1") == 16_384
+    assert (devset_limit(1_250_000, "h1"), devset_limit(1_250_000, "d1")) == (4_882, 305)
     assert await redis_client.exists(keys.window_bits(1, "reg", busy_day)) == 1
     assert await redis_client.exists(keys.window_set(1, "reg", busy_day)) == 0
     assert await redis_client.bitcount(keys.window_bits(1, "reg", busy_day)) == 380
