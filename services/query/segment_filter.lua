@@ -7,8 +7,11 @@
 -- ARGV[6] = number of excluded codes m, ARGV[7] = number of required codes r (conditions: each must
 -- have occurred, whatever ARGV[3] says), ARGV[8] = the index steps, a JSON array ANDed after the
 -- codes (services/query/segments.py `program`), each [kind, negate 0/1, ...]:
---   ["w", neg, code, [bucket, ...]]  the union of the code's windowed buckets (device sets:
---                                     key_window_bits when it exists, else key_window_set)
+--   ["w", neg, code, [bucket, ...], [[day, [hour, ...], [other hour, ...]], ...]]  the union of the
+--                                     code's windowed buckets (device sets: key_window_bits when it
+--                                     exists, else key_window_set), then of each edge day's hours -
+--                                     or of the whole day when none of its other hours holds any
+--                                     device (the same devices: one bitmap instead of many sets)
 --   ["k", neg, code, min, max]       ZRANGEBYSCORE of the code's count rank
 --   ["s", neg, currency, min, max]   ZRANGEBYLEX of the currency's deposit sums ("<sum>:<number>")
 -- ARGV[9..8+n] = included codes, ARGV[9+n..8+n+m] = excluded codes, ARGV[9+n+m..8+n+m+r] =
@@ -29,20 +32,42 @@ local function seg(code) return key_segment(tag, acct, code) end
 -- written with one BITFIELD SET i32 per word: devices numbered close together (those a day's
 -- `reg` creates) cost one write per 32, not one each. Bit n is the MSB-first bit n % 32 of word
 -- n // 32, as SETBIT; the i32 value is the word's bits read as a signed number.
-local band, bor, lshift = bit.band, bit.bor, bit.lshift
+local bor, lshift, floor, sub = bit.bor, bit.lshift, math.floor, string.sub
 local function gather(words, order, numbers, strip)
+  local norder = #order
   for i = 1, #numbers do
-    local m = numbers[i]
-    if strip then m = string.sub(m, strip) end
-    local n = tonumber(m)
-    local k = math.floor(n / 32)
+    local n = tonumber(strip and sub(numbers[i], strip) or numbers[i])
+    local k = floor(n / 32)
     local w = words[k]
     if not w then
-      order[#order + 1] = k
+      norder = norder + 1
+      order[norder] = k
       w = 0
     end
     words[k] = bor(w, lshift(1, 31 - (n - k * 32)))
   end
+end
+
+local function or_into(tmp, dense)
+  -- tmp |= every bitmap of `dense`. BITOP's word-at-a-time loop runs only with at most 16 keys
+  -- and only up to the shortest one's length (byte by byte after): so OR bitmaps of similar
+  -- length (sorted by STRLEN) 15 at a time into partial results, then the partials into tmp.
+  if #dense == 0 then return end
+  local lens = {}
+  for _, k in ipairs(dense) do lens[k] = redis.call('STRLEN', k) end
+  table.sort(dense, function(a, b) return lens[a] < lens[b] end)
+  local partials = {tmp}
+  for i = 1, #dense, 15 do
+    local part = tmp .. ':' .. #partials
+    redis.call('BITOP', 'OR', part, unpack(dense, i, math.min(i + 14, #dense)))
+    redis.call('PEXPIRE', part, scratch_ttl)
+    partials[#partials + 1] = part
+  end
+  for i = 2, #partials, 15 do
+    redis.call('BITOP', 'OR', tmp, tmp, unpack(partials, i, math.min(i + 14, #partials)))
+    redis.call('PEXPIRE', tmp, scratch_ttl)
+  end
+  redis.call('DEL', unpack(partials, 2))
 end
 
 local function write_words(key, words, order)
@@ -63,20 +88,30 @@ local function step_into(tmp, step)
   local kind = step[1]
   local words, order = {}, {}
   if kind == 'w' then
-    local dense = {}
-    for _, bucket in ipairs(step[4]) do
-      local bkey = key_window_bits(tag, acct, step[3], bucket)
+    local code, dense, buckets = step[3], {}, {}
+    for _, bucket in ipairs(step[4]) do buckets[#buckets + 1] = bucket end
+    for _, edge in ipairs(step[5]) do
+      local others = {}
+      for _, hour in ipairs(edge[3]) do
+        others[#others + 1] = key_window_bits(tag, acct, code, hour)
+        others[#others + 1] = key_window_set(tag, acct, code, hour)
+      end
+      if #others > 0 and redis.call('EXISTS', unpack(others)) == 0 then
+        buckets[#buckets + 1] = edge[1]
+      else
+        for _, hour in ipairs(edge[2]) do buckets[#buckets + 1] = hour end
+      end
+    end
+    for _, bucket in ipairs(buckets) do
+      local bkey = key_window_bits(tag, acct, code, bucket)
       if redis.call('EXISTS', bkey) == 1 then
         dense[#dense + 1] = bkey
       else
-        gather(words, order, redis.call('SMEMBERS', key_window_set(tag, acct, step[3], bucket)))
+        gather(words, order, redis.call('SMEMBERS', key_window_set(tag, acct, code, bucket)))
       end
     end
     write_words(tmp, words, order)  -- before the OR: the words overwrite whole 32-bit ranges
-    for i = 1, #dense, 500 do
-      redis.call('BITOP', 'OR', tmp, tmp, unpack(dense, i, math.min(i + 499, #dense)))
-      redis.call('PEXPIRE', tmp, scratch_ttl)
-    end
+    or_into(tmp, dense)
   elseif kind == 'k' then
     gather(words, order, redis.call('ZRANGEBYSCORE', key_count_rank(tag, acct, step[3]), step[4], step[5]))
     write_words(tmp, words, order)

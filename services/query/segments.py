@@ -20,7 +20,7 @@ import orjson
 
 from services.common.keys import SUM_DIGITS, PartitionKeys, lua_header
 from services.domain.conditions import CountRank, InWindow, SumRange
-from services.domain.windows import day_bucket
+from services.domain.windows import HOURS_PER_DAY, day_bucket, hour_bucket
 from services.common.redis_conn import run_scripts
 from services.domain.filters import SegmentFilter
 from services.query.cursors import Cursor
@@ -41,13 +41,30 @@ class DevicePage:
     next_cursor: Cursor | None
 
 
+def _with_edges(buckets) -> tuple[list, list]:
+    """A window's buckets as (whole buckets, edge days): the hours of a day the window covers only
+    in part become [day, [covered hours], [the day's other hours]], so the script may read the
+    day instead when the other hours are empty (a window ending now: the rest of today)."""
+    whole, by_day = [], {}
+    for b in buckets:
+        if b.startswith("h"):
+            by_day.setdefault(int(b[1:]) // HOURS_PER_DAY, []).append(b)
+        else:
+            whole.append(b)
+    edges = []
+    for day, hours in by_day.items():
+        every = [hour_bucket(day * HOURS_PER_DAY + h) for h in range(HOURS_PER_DAY)]
+        edges.append([day_bucket(day), hours, [h for h in every if h not in set(hours)]])
+    return whole, edges
+
+
 def program(steps) -> bytes:
     """The index steps as segment_filter.lua takes them (ARGV[8]): one JSON array."""
     out = []
     for s in steps:
         neg = int(s.negate)
         if isinstance(s, InWindow):
-            out.append(["w", neg, s.event, list(s.buckets)])
+            out.append(["w", neg, s.event, *_with_edges(s.buckets)])
         elif isinstance(s, CountRank):
             out.append(["k", neg, s.event, str(s.lo), "+inf" if s.hi is None else str(s.hi)])
         elif isinstance(s, SumRange):

@@ -228,7 +228,10 @@ async def test_hour_precision_at_its_boundary(infra, redis_client, key_prefix, t
     h = now // HOUR_MS * HOUR_MS - 10 * HOUR_MS  # an hour ten hours ago
     catalog = CatalogStore(redis_client, key_prefix, MemoryIdLog())
     account, api_key = await catalog.create_account("t", now)
-    times = {"at-start": h, "before-start": h - 1, "last-ms": h + 2 * HOUR_MS - 1, "after-end": h + 2 * HOUR_MS}
+    # "next-hour": a later hour of today (a clock ahead): a window ending now must not read today's
+    # whole day bucket then (the script does when the day's later hours are empty)
+    times = {"at-start": h, "before-start": h - 1, "last-ms": h + 2 * HOUR_MS - 1, "after-end": h + 2 * HOUR_MS,
+             "next-hour": now + HOUR_MS}
     records = [PostbackRecord(event_id=name, account_id=account, install_id=name, event="reg", occurred_at=at,
                               received_at=now - 1000) for name, at in times.items()]
     run = Applied(infra, redis_client, key_prefix, await topic_factory("pb", PARTITIONS), await topic_factory("rej", 1),
