@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.common.keys import PartitionKeys
 from services.common.models import PostbackRecord
+from index_check import check_indexes
 from reference_book import Reference
 from services.domain.device_state import parse_device_state
 from test_processor_pipeline import read_all  # same directory (rootdir-relative import)
@@ -34,8 +35,10 @@ PARTITIONS = 4
 RECORDS = 100_000
 CLUSTER_RECORDS = 40_000
 KILLS = 4
-T0 = 1_764_000_000_000
 DAY = 86_400_000
+# Event times around yesterday: windowed buckets expire 400 days after their hour on Redis' clock,
+# so a fixed date would age out of the index one day.
+T0 = (int(time.time() * 1000) // DAY - 1) * DAY
 EVENTS = ["reg"] * 15 + ["dep"] * 35 + ["open"] * 20 + ["purchase"] * 15 + ["lvl_up"] * 10 + ["install"] * 5
 BAD = [b"\xff garbage", b"{}", b"[]", b'{"schema":"postback.v1"}']
 
@@ -65,8 +68,11 @@ def generate(seed: int, records: int = RECORDS) -> tuple[list[tuple[bytes, bytes
             else:
                 tid = f"tx{i}"
                 previous.append(tid)
+        amount, currency = (rng.choice(("9.99", "100", "0.0000000001", "12345678901234567890.5")),
+                            rng.choice(("USD", "EUR", None))) if event == "dep" and rng.random() < 0.7 else (None, None)
         record = PostbackRecord(event_id=f"ev{i:07d}", account_id=account, install_id=install, event=event,
-                                occurred_at=T0 + rng.randrange(-DAY, DAY), received_at=T0 + i, tid=tid)
+                                occurred_at=T0 + rng.randrange(-DAY, DAY), received_at=T0 + i, tid=tid,
+                                amount=amount, currency=currency)
         ref.apply(record)
         items.append((f"{account}:{install}".encode(), record.model_dump_json(by_alias=True).encode()))
         if i % 4000 == 17:
@@ -255,6 +261,9 @@ async def test_state_is_exact_after_repeated_sigkills(second_worker, service_env
             counters = {c.decode(): int(n) for c, n in (await redis_client.hgetall(keys.device_counts(account))).items()}
             bitcounts = {c: await redis_client.bitcount(keys.segment(account, c)) for c in codes}
             assert counters == {c: n for c, n in bitcounts.items() if n}, (account, p)
+    # The windowed buckets, count ranks and deposit sums hold exactly the reference's occurrences.
+    compared = await check_indexes(redis_client, key_prefix, PARTITIONS, ref.published, located)
+    print(f"indexes: {compared}")
     # The reverse map names each device number's install id.
     async with redis_client.pipeline(transaction=False) as pipe:
         for (account, install), num in numbers.items():
