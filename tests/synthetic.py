@@ -3,9 +3,11 @@
 
 Writes exactly what services/processor/apply_batch.lua leaves behind for a device (the forward
 map install id -> dense device number, the reverse map, one bit per event code in the segment bitmaps, the
-codes set, the per-code device counters, the per-partition device sequence and, optionally, the packed device states), but in bulk:
+codes set, the per-code device counters, the count ranks, the per-partition device sequence and, optionally, the packed device states), but in bulk:
 bitmaps are built in memory and SET in one piece. Devices go to the partition Kafka's default
 partitioner would pick, so device lookups find them where the processor would have put them.
+No windowed buckets: every occurrence here has the one time `ts_ms`; windows are tested through the
+processor (tests/integration/test_query_windows.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class PartitionImage:
     install_ids: list[str] = field(default_factory=list)
     bits: dict[str, int] = field(default_factory=dict)  # code -> int bitmap (bit n = 1 << n)
     states: list[str] = field(default_factory=list)  # packed device state per device, in number order
+    ranks: dict[str, dict[int, int]] = field(default_factory=dict)  # code -> device number -> count >= 2 (not dep)
 
 
 def bitmap_bytes(value: int, nbits: int) -> bytes:
@@ -55,6 +58,8 @@ async def write_devices(redis: aioredis.Redis, prefix: str, partitions: int, acc
             codes[deposit_code(k)] = 1
         for code in codes:
             img.bits[code] = img.bits.get(code, 0) | (1 << num)
+            if codes[code] >= 2 and code != DEP:
+                img.ranks.setdefault(code, {})[num] = codes[code]
         if device_hashes:
             img.states.append(format_device_state({c: EventStat(ts_ms, ts_ms, n) for c, n in codes.items()}))
     for p, img in enumerate(images):
@@ -72,6 +77,8 @@ async def write_partition(redis: aioredis.Redis, keys: PartitionKeys, account_id
         if img.bits:
             pipe.sadd(keys.segment_codes(account_id), *img.bits)
             pipe.hset(keys.device_counts(account_id), mapping={c: bits.bit_count() for c, bits in img.bits.items()})
+        for code, ranked in img.ranks.items():
+            pipe.zadd(keys.count_rank(account_id, code), {str(num): n for num, n in ranked.items()})
         buckets: dict[int, dict[int, str]] = {}
         index: dict[int, dict[str, int]] = {}
         for i, install_id in enumerate(img.install_ids, start=1):

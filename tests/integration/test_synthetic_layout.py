@@ -18,8 +18,9 @@ from synthetic import write_devices
 PARTITIONS = 2
 TS = 1_700_000_000_000
 ACCOUNT = 3
-# Keys only the processor has (watermarks, the outbox, tids): not part of the device layout.
-PROCESSOR_ONLY = (":applied:", ":outbox", ":t:")
+# Keys only the processor has (watermarks, the outbox, tids; the windowed buckets, which need
+# occurrence times - and at TS they are past the retention): not part of the device layout.
+PROCESSOR_ONLY = (":applied:", ":outbox", ":t:", ":ws:", ":wb:")
 
 events = st.fixed_dictionaries({}, optional={"reg": st.integers(1, 3), "promo": st.integers(1, 2)}).flatmap(
     lambda d: st.integers(0, 4).map(lambda dep: {**d, **({"dep": dep} if dep else {})}))  # dep last (see below)
@@ -35,6 +36,9 @@ async def _dump(redis, prefix: str) -> dict:
             if any(part in name for part in PROCESSOR_ONLY):
                 continue
             kind = (await redis.type(key)).decode()
+            if kind == "zset":
+                out[name[len(tag):]] = (p, kind, await redis.zrange(key, 0, -1, withscores=True))
+                continue
             value = {"hash": redis.hgetall, "string": redis.get, "set": redis.smembers}[kind]
             out[name[len(tag):]] = (p, kind, await value(key))
     return out
