@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 from services.common.keys import SUM_DIGITS, PartitionKeys, sum_member
+from services.domain.codes import deposit_ordinal
 from services.domain.conditions import amount_units
 from services.domain.windows import occurrence_buckets
 
@@ -18,7 +19,7 @@ async def check_indexes(redis, prefix: str, partitions: int, published, located:
     counts: Counter = Counter()
     sums: Counter = Counter()
     for e in published:
-        if e.event.startswith("dep_"):
+        if deposit_ordinal(e.event) is not None:
             continue  # derived ordinals have no windowed buckets
         p, num = located[(e.account_id, e.install_id)]
         for b in occurrence_buckets(e.occurred_at):

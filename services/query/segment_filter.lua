@@ -53,6 +53,11 @@ local function or_into(tmp, dense)
   -- and only up to the shortest one's length (byte by byte after): so OR bitmaps of similar
   -- length (sorted by STRLEN) 15 at a time into partial results, then the partials into tmp.
   if #dense == 0 then return end
+  if #dense <= 15 then
+    redis.call('BITOP', 'OR', tmp, tmp, unpack(dense))
+    redis.call('PEXPIRE', tmp, scratch_ttl)
+    return
+  end
   local lens = {}
   for _, k in ipairs(dense) do lens[k] = redis.call('STRLEN', k) end
   table.sort(dense, function(a, b) return lens[a] < lens[b] end)

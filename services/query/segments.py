@@ -53,8 +53,9 @@ def _with_edges(buckets) -> tuple[list, list]:
             whole.append(b)
     edges = []
     for day, hours in by_day.items():
-        every = [hour_bucket(day * HOURS_PER_DAY + h) for h in range(HOURS_PER_DAY)]
-        edges.append([day_bucket(day), hours, [h for h in every if h not in set(hours)]])
+        covered = set(hours)
+        others = [b for b in (hour_bucket(day * HOURS_PER_DAY + h) for h in range(HOURS_PER_DAY)) if b not in covered]
+        edges.append([day_bucket(day), hours, others])
     return whole, edges
 
 

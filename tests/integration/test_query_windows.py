@@ -283,3 +283,27 @@ async def test_a_bucket_turns_from_a_set_into_a_bitmap_once_dense_and_answers_th
         assert await index.count(1, f) == want, last
         g = FilterBody(conditions=[{"event": "reg", "occurred": False, "within": {"last": last}}]).segment_filter(now)
         assert await index.count(1, g) == 400 - want, last
+
+
+async def test_a_window_over_many_day_bitmaps_counts_each_device_once(redis_client, key_prefix, infra):
+    """More day bitmaps than one BITOP takes (15 at a time, by length): 20 busy days of 80 new
+    devices each (bitmaps of growing lengths), and devices seen on several days count once."""
+    from services.common.keys import PartitionKeys
+    from services.domain.windows import occurrence_buckets
+    from services.processor.planning import plan_partition_batch
+    from services.query.filters import FilterBody
+    now = int(time.time() * 1000)
+    store = DeviceStateStore(redis_client, key_prefix, "manydays", 30 * DAY)
+    recs = [PostbackRecord(event_id=f"e{d}-{i}", account_id=1, install_id=f"d{d * 80 + i}", event="reg",
+                           occurred_at=now - (d + 2) * DAY, received_at=now) for d in range(20) for i in range(80)]
+    recs += [PostbackRecord(event_id=f"again{i}", account_id=1, install_id=f"d{i}", event="reg",
+                            occurred_at=now - 3 * DAY, received_at=now) for i in range(80)]  # day 0's devices again
+    messages = [(o, r.model_dump_json(by_alias=True).encode()) for o, r in enumerate(recs)]
+    await store.apply_batches([plan_partition_batch(0, messages, now)])
+    keys = PartitionKeys(key_prefix, 0)
+    days = [occurrence_buckets(now - (d + 2) * DAY)[1] for d in range(20)]
+    assert all([await redis_client.exists(keys.window_bits(1, "reg", b)) for b in days])
+    index = SegmentIndex(redis_client, key_prefix, 1, topic="manydays")
+    for last, want in (("23d", 1600), ("12d", 880), ("3d", 160), ("2d", 80)):  # day d is d + 2 days ago
+        f = FilterBody(conditions=[{"event": "reg", "within": {"last": last}}]).segment_filter(now)
+        assert await index.count(1, f) == want, last
