@@ -173,6 +173,7 @@ def service_env(infra, unique, key_prefix, delete_own_topics) -> dict[str, str]:
         "PBSEG_TOPIC_POSTBACKS": f"postbacks-{unique}",
         "PBSEG_TOPIC_REJECTED": f"rejected-{unique}",
         "PBSEG_TOPIC_DEVICE_EVENTS": f"device-events-{unique}",
+        "PBSEG_TOPIC_TASK_TRIGGERS": f"task-triggers-{unique}",
         "PBSEG_POSTBACKS_PARTITIONS": "4",
         "PROCESSOR_GROUP": f"processor-{unique}",
         "PBSEG_LOG_LEVEL": "info",

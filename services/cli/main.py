@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pbseg", description="postback segments operator CLI")
     sub = parser.add_subparsers(dest="cmd", required=True)
 
-    from services.cli import accounts, catalog
+    from services.cli import accounts, catalog, tail
 
     accounts.register(sub)
+    tail.register(sub)
     catalog.register(sub)
 
     sch = sub.add_parser("schemas", help="generate schemas/*.json from the models")

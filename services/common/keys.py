@@ -70,6 +70,25 @@ class CatalogKeys:
         """Counter bumped on every catalog change; caches poll it to reload."""
         return f"{self.tag}:version"
 
+    def triggers(self, account_id: int) -> str:
+        """Hash: trigger id -> JSON of its current version (services/domain/triggers.py TriggerVersion)."""
+        return f"{self.tag}:triggers:{account_id}"
+
+    def trigger_versions(self, trigger_id: int) -> str:
+        """List, oldest first: every version of a trigger (deletion included), kept for good: the
+        processor decides replayed fires with the version in force at their time."""
+        return f"{self.tag}:trigger_versions:{trigger_id}"
+
+    @property
+    def trigger_accounts(self) -> str:
+        """Hash: trigger id -> account id, every trigger ever created (deleted ones too)."""
+        return f"{self.tag}:trigger_accounts"
+
+    @property
+    def triggers_version(self) -> str:
+        """Counter bumped on every trigger change; the processor polls it to reload its book."""
+        return f"{self.tag}:triggers_version"
+
     @property
     def cursor_secret(self) -> str:
         """String: the deployment's HMAC key for device-page cursors when QUERY_CURSOR_SECRET is
@@ -114,6 +133,17 @@ PARTITION_KEYS: dict[str, str] = {
     "tid": "t:{account}:{install_len}:{install_id}:{code}:{tid}",
     "outbox": "outbox",
     "scratch": "scratch:{token}",
+    # Timers of event-triggered tasks (services/domain/triggers.py, docs/decisions/0022): pending
+    # fires in lists, one per (trigger, activation epoch, due second): entries
+    # "<device number>|<cause event id>|<due ms within the second>"; the sorted set names the
+    # non-empty lists ("<trigger>:<epoch>:<second>", score = the second).
+    "timer_due": "tq",
+    "timer_list": "tl:{trigger}:{epoch}:{second}",
+    # Hash per trigger: f (fired), c (cancelled), l (skipped late), p<epoch> (pending filed under
+    # the epoch): this partition's share of GET /triggers/{id}/stats.
+    "trigger_stats": "tc:{trigger}",
+    # List, newest first, capped: this partition's recent fires of a trigger, as fire lines.
+    "trigger_recent": "tr:{trigger}",
 }
 
 
@@ -209,6 +239,24 @@ class PartitionKeys:
         """Stream: enriched device-event records waiting to be published to Kafka."""
         return self._key("outbox")
 
+    @property
+    def timer_due(self) -> str:
+        """Sorted set: the non-empty timer lists, "<trigger>:<epoch>:<second>", scored by the second."""
+        return self._key("timer_due")
+
+    def timer_list(self, member: str) -> str:
+        """List: the pending fires of one timer list (`timer_due` member)."""
+        trigger, epoch, second = member.split(":")
+        return self._key("timer_list", trigger=trigger, epoch=epoch, second=second)
+
+    def trigger_stats(self, trigger_id: int) -> str:
+        """Hash: this partition's fired / cancelled / skipped-late / pending counts of a trigger."""
+        return self._key("trigger_stats", trigger=trigger_id)
+
+    def trigger_recent(self, trigger_id: int) -> str:
+        """List, newest first (at most RECENT_FIRES): this partition's recent fire lines of a trigger."""
+        return self._key("trigger_recent", trigger=trigger_id)
+
     def scratch(self, token: str) -> str:
         """A query's short-lived scratch bitmap (deleted by the script that made it)."""
         return self._key("scratch", token=token)
@@ -267,6 +315,7 @@ def devset_limit(devices: int, bucket: str) -> int:
     return max(DEVSET_SET_MIN, min(devices // density, DEVSET_SET_MAX))
 
 
+RECENT_FIRES = 20  # per trigger and partition (trigger_recent)
 SUM_DIGITS = 48  # deposit sums in 10^-10 units, zero-padded in the sorted set's members
 # The encodings the layout is sized for; every Redis the project starts gets them (devstack,
 # benches; deploy/compose.yaml spells them, tests/unit/test_lua_layout.py checks): a state /
@@ -327,7 +376,7 @@ def lua_header() -> str:
              f"local DEVSET_SET_MIN = {DEVSET_SET_MIN}", f"local DEVSET_HOUR_DENSITY = {DEVSET_HOUR_DENSITY}",
              f"local DEVSET_DAY_DENSITY = {DEVSET_DAY_DENSITY}",
              f"local DEVSET_SET_MAX = {DEVSET_SET_MAX}",
-             f"local SUM_DIGITS = {SUM_DIGITS}"]
+             f"local SUM_DIGITS = {SUM_DIGITS}", f"local RECENT_FIRES = {RECENT_FIRES}"]
     lines += [_lua_key_function(name, template) for name, template in PARTITION_KEYS.items()]
     lines.append(_lua_key_function("rejected_list", REJECTED_LIST))
     return "\n".join(lines) + "\n"

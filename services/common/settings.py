@@ -27,6 +27,8 @@ class CommonSettings(BaseSettings):
     topic_postbacks: str = Field("postbacks.v1", alias="PBSEG_TOPIC_POSTBACKS")
     topic_rejected: str = Field("postbacks-rejected.v1", alias="PBSEG_TOPIC_REJECTED")
     topic_device_events: str = Field("device-events.v1", alias="PBSEG_TOPIC_DEVICE_EVENTS")
+    # Fire decisions of event-triggered tasks (schemas/task-trigger.v1.json), for the push sender.
+    topic_task_triggers: str = Field("task-triggers.v1", alias="PBSEG_TOPIC_TASK_TRIGGERS")
     # Account and custom-event ids are offsets on this topic (services/domain/catalog_ids.py).
     topic_catalog_ids: str = Field("catalog-ids.v1", alias="PBSEG_TOPIC_CATALOG_IDS")
     # How long a catalog write waits for the id log to confirm an allocation (then 503 / exit 1).
@@ -40,6 +42,7 @@ class CommonSettings(BaseSettings):
     # The feeds derived from it keep their own retention (default 7 days).
     device_events_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_DEVICE_EVENTS_RETENTION_MS", ge=-1)
     rejected_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_REJECTED_RETENTION_MS", ge=-1)
+    task_triggers_retention_ms: int = Field(7 * 86_400_000, alias="PBSEG_TASK_TRIGGERS_RETENTION_MS", ge=-1)
     # How far back `within` windows reach: windowed buckets expire this long after their end, and
     # the query API refuses older windows (422). At least 400 days; the processor and the query
     # service must agree (both read it here).

@@ -80,6 +80,8 @@ def topic_plan(settings: CommonSettings) -> dict[str, TopicSpec]:
         settings.topic_rejected: TopicSpec(4, retained(settings.rejected_retention_ms), **fitted),
         settings.topic_device_events: TopicSpec(settings.postbacks_partitions,
                                                 retained(settings.device_events_retention_ms), **fitted),
+        settings.topic_task_triggers: TopicSpec(settings.postbacks_partitions,
+                                                retained(settings.task_triggers_retention_ms), **fitted),
         # Catalog ids are its offsets; its records restore a catalog Redis lost: kept forever.
         settings.topic_catalog_ids: TopicSpec(
             ID_PARTITIONS, retained(FOREVER), whole_log=True, **fitted,

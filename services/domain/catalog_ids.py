@@ -18,12 +18,13 @@ from services.domain.codes import FIRST_CUSTOM_ID
 ACCOUNT = "account"
 EVENT = "event"
 SEGMENT = "segment"  # saved segments (services/query/saved_segments.py)
+TRIGGER = "trigger"  # event-triggered tasks (services/common/trigger_registry.py)
 # The partition of the catalog-ids topic that allocates each kind (a kind added later gets the
 # next partition; the id log adds it to an existing topic).
-KIND_PARTITION = {ACCOUNT: 0, EVENT: 1, SEGMENT: 2}
+KIND_PARTITION = {ACCOUNT: 0, EVENT: 1, SEGMENT: 2, TRIGGER: 3}
 ID_PARTITIONS = len(KIND_PARTITION)
 # The first id of each kind (offset 0): accounts from 1, custom events after the system events.
-_FIRST_ID = {ACCOUNT: 1, EVENT: FIRST_CUSTOM_ID, SEGMENT: 1}
+_FIRST_ID = {ACCOUNT: 1, EVENT: FIRST_CUSTOM_ID, SEGMENT: 1, TRIGGER: 1}
 
 
 def id_at(kind: str, offset: int) -> int:

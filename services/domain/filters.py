@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Iterable, Literal
 
 from services.domain.codes import INSTALL, is_event_code, is_known_code
-from services.domain.conditions import describe_step
+from services.domain.conditions import (DEFAULT_WINDOW_RETENTION_DAYS, compile_conditions, describe_step,
+                                        parse_conditions)
 
 MAX_CODES = 64  # per list (included, excluded)
 Match = Literal["all", "any"]
@@ -90,6 +91,17 @@ def verdict(f: SegmentFilter, codes: Iterable[str], step_hits: Iterable[bool] = 
     failed = [describe_step(s) for s, hit in zip(f.steps, step_hits) if hit == s.negate]
     reasons += failed
     return Verdict(included and not unmet and not excluded and not failed, tuple(reasons))
+
+
+def filter_of(body: dict, now_ms: int, retention_days: int = DEFAULT_WINDOW_RETENTION_DAYS) -> SegmentFilter:
+    """The filter a segments API filter body (`event_include`, `event_exclude`, `include_match`,
+    `conditions`) selects with, at `now_ms` (windows ending now). Raises ConditionError /
+    UnsupportedCondition for a condition it cannot answer."""
+    conditions = body.get("conditions") or []
+    c = compile_conditions(parse_conditions(conditions, now_ms, retention_days))
+    spec = json.dumps(conditions, sort_keys=True, separators=(",", ":")) if c.steps else ""
+    return SegmentFilter(tuple(body.get("event_include") or ()), tuple(body.get("event_exclude") or ()) + c.exclude,
+                         body.get("include_match") or "all", c.require, c.steps, spec)
 
 
 def invalid_codes(codes: Iterable[str]) -> list[str]:

@@ -22,6 +22,19 @@
 -- ARGV[9] = the window retention in ms: a windowed bucket expires at its end + this
 -- (events also carry, after the bucket: [9] the deposit amount in 10^-10 units and [10] its
 -- currency, both "" unless a `dep` with an amount and a currency)
+-- ARGV[10] = the maximum lateness of a fire in ms (services/domain/triggers.py `late`)
+-- ARGV[11] = "" or the tick that ends this batch, JSON (services/processor/triggers.py
+--   TriggerPlan.tick_arg): {o: its offset, at, lat, budget, lists: [[timer list, action (0 cancel,
+--   1 decide), program index, trigger, version, account]], programs: [device programs]}
+-- (events also carry [11] the fires their code schedules, [12] those of the derived install of a
+-- new device, both ";"-joined "<trigger>:<epoch>:<f|e>:<delay ms>", [13] the event id and [14]
+-- the derived install's event id (when [12] is not ""))
+-- Timers (docs/decisions/0022-trigger-timers-in-the-log.md): an applied occurrence files each fire
+-- it schedules in the list of (trigger, epoch, due second) (key_timer_list), named in key_timer_due;
+-- a tick decides the due ones on the state after every record before it (it is the batch's last):
+-- cancelled (action 0, or the filter does not hold), skipped (later than `lat`) or fired: a fire
+-- line "<account>\t<install id>\t<trigger>\t<version>\t<cause event id>\t<due>\t<at>" in the
+-- outbox entry `f` (services/domain/triggers.py `fire_record` renders it), and in key_trigger_recent.
 -- ARGV[7] = the events' device-event records as lines "<account>:<install id>\t<head>", one per
 --   event of ARGV[6], joined by "\n"; head = the device-event.v1 JSON without `deposit_ordinal`,
 --   `first_occurrence` and the closing brace (rendered by planning.py; "" when not emitting).
@@ -49,7 +62,8 @@
 -- new strings as possible (Lua interns each one); timestamps compare as canonical decimal strings;
 -- a device is an array made with all its slots. (Pausing the garbage collector during the batch
 -- saved 4% of the instructions but cost ~20% more Redis CPU: the heap outgrew the caches.)
--- Returns {applied, skipped_offsets, duplicate_tids, outbox_records, gap (1/0), watermark after}.
+-- Returns {applied, skipped_offsets, duplicate_tids, outbox_records, gap (1/0), watermark after,
+--   fires, fire decisions (fired + cancelled + skipped)}.
 local tag = ARGV[1]
 local tid_ttl_arg = ARGV[2]
 local tid_ttl = tonumber(tid_ttl_arg)
@@ -57,7 +71,7 @@ local batch_last = tonumber(ARGV[4])
 local emit_records = ARGV[5] == '1'
 local call, find, sub, format, floor = redis.call, string.find, string.sub, string.format, math.floor
 local watermark = tonumber(call('GET', KEYS[1]) or '-1')
-if tonumber(ARGV[8]) > watermark + 1 then return {0, 0, 0, 0, 1, watermark} end
+if tonumber(ARGV[8]) > watermark + 1 then return {0, 0, 0, 0, 1, watermark, 0, 0} end
 local applied, skipped, dups = 0, 0, 0
 local tokens, ntokens = {}, 0
 local records = 0
@@ -328,6 +342,56 @@ local function sum_member(units, numstr)
   return rep('0', SUM_DIGITS - #units) .. units .. ':' .. numstr
 end
 
+-- Timers: the fires each applied occurrence schedules, grouped per timer list (written in pass 3);
+-- the trigger counters' deltas (written at the end).
+local max_lateness = tonumber(ARGV[10] or '0') or 0
+local spec_cache = {}  -- an event's schedule field -> {{trigger, epoch, first only, delay ms}...}
+local function parse_specs(text)
+  local list = spec_cache[text]
+  if not list then
+    list = {}
+    for trg, ep, occ, delay in string.gmatch(text, '(%d+):(%d+):(%a):(%d+)') do
+      list[#list + 1] = {trg, ep, occ == 'f', tonumber(delay)}
+    end
+    spec_cache[text] = list
+  end
+  return list
+end
+local timers, timer_order = {}, {}  -- timer list name -> {trg, ep, sec, n, entries...}
+local stats, stat_order = {}, {}  -- trigger -> counter -> delta
+local function stat(trg, counter, n)
+  local of = stats[trg]
+  if not of then
+    of = {}
+    stats[trg] = of
+    stat_order[#stat_order + 1] = trg
+  end
+  of[counter] = (of[counter] or 0) + n
+end
+local function schedule(dev, specs, count, ts, received, event_id)
+  for _, sp in ipairs(parse_specs(specs)) do
+    if count == 1 or not sp[3] then
+      local due = tonumber(ts) + sp[4]
+      if tonumber(received) - due > max_lateness then
+        stat(sp[1], 'l', 1)  -- backdated beyond the maximum lateness: skipped, counted
+      else
+        local sec = floor(due / 1000)
+        local secstr = format('%d', sec)
+        local member = sp[1] .. ':' .. sp[2] .. ':' .. secstr
+        local list = timers[member]
+        if not list then
+          list = {trg = sp[1], ep = sp[2], sec = secstr, n = 0}
+          timers[member] = list
+          timer_order[#timer_order + 1] = member
+        end
+        list.n = list.n + 1
+        list[list.n] = dev[NUMSTR] .. '|' .. event_id .. '|' .. format('%d', due - sec * 1000)
+        stat(sp[1], 'p' .. sp[2], 1)
+      end
+    end
+  end
+end
+
 local function before(a, b)
   -- a < b for timestamps as stored (canonical decimal integers >= 0): by length, then by digits
   local la, lb = #a, #b
@@ -458,6 +522,8 @@ for i = 1, nevents do
       if fresh then window_add(dev, 'install', ts) end  -- a new device's install is an occurrence too
       if count >= 2 and code ~= 'dep' then rank(dev, code, count_str) end
       if code == 'dep' and e[9] ~= '' and e[10] ~= '' then deposit(dev, e[10], e[9]) end
+      if e[11] ~= '' then schedule(dev, e[11], count, ts, e[6], e[13]) end
+      if fresh and e[12] ~= '' then schedule(dev, e[12], 1, ts, e[6], e[14]) end
       -- "<prefix><ordinal>:<first 1/0>"; the ordinal only for deposits
       local token = count == 1 and ':1' or ':0'
       if code == 'dep' then token = count_str .. token end
@@ -585,13 +651,142 @@ if #delta_lists > 0 then
     send('ZADD', zkey, added[zkey], added[zkey].n, 2)
   end
 end
+for _, member in ipairs(timer_order) do
+  local l = timers[member]
+  send('RPUSH', key_timer_list(tag, l.trg, l.ep, l.sec), l, l.n, 1)
+  call('ZADD', key_timer_due(tag), l.sec, member)
+end
 if emit_records and records > 0 then
   call('XADD', key_outbox(tag), '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
 else
   records = 0
 end
+
+-- The tick: decide the fires due at `at` in the listed timer lists, at most `budget` of them.
+local function has(st, code) return locate(st, code) ~= nil end
+local function device_holds(prog, acct, num, numstr)
+  -- whether the trigger's filter holds for the device now, and its install id
+  local bucket = floor(num / NAMES_BUCKET)
+  local fieldstr = format('%d', num % NAMES_BUCKET)
+  local st = call('HGET', key_device_states(tag, acct, bucket), fieldstr) or ''
+  local install = call('HGET', key_device_names(tag, acct, bucket), fieldstr) or ''
+  local inc, hits = prog.inc, 0
+  for i = 1, #inc do if has(st, inc[i]) then hits = hits + 1 end end
+  if (prog.any == 1 and hits == 0) or (prog.any ~= 1 and hits < #inc) then return false, install end
+  for _, c in ipairs(prog.exc) do if has(st, c) then return false, install end end
+  for _, c in ipairs(prog.req) do if not has(st, c) then return false, install end end
+  for _, s in ipairs(prog.steps) do
+    local hit, kind = false, s[1]
+    if kind == 'w' then
+      for _, b in ipairs(s[4]) do
+        if call('SISMEMBER', key_window_set(tag, acct, s[3], b), numstr) == 1
+           or call('GETBIT', key_window_bits(tag, acct, s[3], b), numstr) == 1 then
+          hit = true
+          break
+        end
+      end
+    elseif kind == 'k' then
+      local score = call('ZSCORE', key_count_rank(tag, acct, s[3]), numstr)
+      if score then
+        local n = tonumber(score)
+        hit = n >= s[4] and (s[5] < 0 or n <= s[5])
+      end
+    else
+      local units = call('HGET', key_deposit_sum_of(tag, acct, format('%d', bucket)), fieldstr .. ':' .. s[3]) or '0'
+      local padded = rep('0', SUM_DIGITS - #units) .. units
+      hit = padded >= s[4] and (s[5] == '' or padded <= s[5])
+    end
+    if hit == (s[2] == 1) then return false, install end
+  end
+  return true, install
+end
+
+local fired, decided = 0, 0
+if ARGV[11] ~= '' then
+  local tick = cjson.decode(ARGV[11])
+  if tick.o > watermark then
+    local at, lat, budget, programs = tick.at, tick.lat, tick.budget, tick.programs
+    local at_sec = floor(at / 1000)
+    local atstr = format('%d', at)
+    local lines, recent, recent_order = {}, {}, {}
+    for _, L in ipairs(tick.lists) do
+      if decided >= budget then break end
+      local member, action, prog, version, acct = L[1], L[2], programs[L[3]], L[5], L[6]
+      local t_s, e_s, s_s = string.match(member, '^(%d+):(%d+):(%d+)$')
+      local sec = tonumber(s_s)
+      if sec and sec <= at_sec then
+        local lkey = key_timer_list(tag, t_s, e_s, s_s)
+        local entries, partial
+        if sec < at_sec then
+          entries = call('LPOP', lkey, budget - decided) or {}  -- a past second: all due
+        else
+          entries = call('LRANGE', lkey, 0, -1)
+          partial = true
+        end
+        local keep, done, nf, nc, nl = {}, 0, 0, 0, 0
+        for _, entry in ipairs(entries) do
+          local ns, eid, ms = string.match(entry, '^(%d+)|(.+)|(%d+)$')
+          local due = sec * 1000 + tonumber(ms)
+          if due > at or decided >= budget then
+            keep[#keep + 1] = entry
+          else
+            decided, done = decided + 1, done + 1
+            if action == 0 then
+              nc = nc + 1
+            elseif at - due > lat then
+              nl = nl + 1
+            else
+              local holds, install = device_holds(prog, acct, tonumber(ns), ns)
+              if holds then
+                nf = nf + 1
+                local line = acct .. '\t' .. install .. '\t' .. t_s .. '\t' .. format('%d', version) .. '\t' .. eid
+                             .. '\t' .. format('%d', due) .. '\t' .. atstr
+                lines[#lines + 1] = line
+                local r = recent[t_s]
+                if not r then
+                  r = {}
+                  recent[t_s] = r
+                  recent_order[#recent_order + 1] = t_s
+                end
+                r[#r + 1] = line
+              else
+                nc = nc + 1
+              end
+            end
+          end
+        end
+        if partial and done > 0 then
+          call('DEL', lkey)
+          if #keep > 0 then send('RPUSH', lkey, keep, #keep, 1) end
+        end
+        if call('EXISTS', lkey) == 0 then call('ZREM', key_timer_due(tag), member) end
+        if done > 0 then stat(t_s, 'p' .. e_s, -done) end
+        if nf > 0 then stat(t_s, 'f', nf) end
+        if nc > 0 then stat(t_s, 'c', nc) end
+        if nl > 0 then stat(t_s, 'l', nl) end
+        fired = fired + nf
+      end
+    end
+    if #lines > 0 then
+      if emit_records then call('XADD', key_outbox(tag), '*', 'f', table.concat(lines, '\n')) end
+      for _, t_s in ipairs(recent_order) do
+        local r, newest = recent[t_s], {}
+        for i = #r, math.max(1, #r - RECENT_FIRES + 1), -1 do newest[#newest + 1] = r[i] end
+        local rkey = key_trigger_recent(tag, t_s)
+        for i = #newest, 1, -1 do call('LPUSH', rkey, newest[i]) end
+        call('LTRIM', rkey, 0, RECENT_FIRES - 1)
+      end
+    end
+  end
+end
+for _, trg in ipairs(stat_order) do
+  local key = key_trigger_stats(tag, trg)
+  for counter, n in pairs(stats[trg]) do
+    if n ~= 0 then call('HINCRBY', key, counter, n) end
+  end
+end
 if batch_last > watermark then
   call('SET', KEYS[1], ARGV[4])
   watermark = batch_last
 end
-return {applied, skipped, dups, records, 0, watermark}
+return {applied, skipped, dups, records, 0, watermark, fired, decided}

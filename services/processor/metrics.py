@@ -33,6 +33,12 @@ PAUSED = Gauge("pbseg_processor_paused", "1 while a part (pipeline, outbox) wait
 OUTBOX_FULL = Gauge("pbseg_processor_outbox_full",
                     "1 while consumption is paused because an outbox passed PROCESSOR_OUTBOX_MAX_ENTRIES",
                     registry=REGISTRY)
+TICKS = Counter("pbseg_processor_ticks_total", "Ticks appended to postbacks partitions with due fires",
+                registry=REGISTRY)
+FIRES = Counter("pbseg_processor_fires_total", "Trigger fires decided by ticks, by outcome (sent: in the outbox)",
+                ["outcome"], registry=REGISTRY)
+FIRES_PUBLISHED = Counter("pbseg_processor_fires_published_total", "task-trigger records published to Kafka",
+                          registry=REGISTRY)
 ASSIGNED = Gauge("pbseg_processor_assigned_partitions", "Partitions this worker owns", registry=REGISTRY)
 
 

@@ -16,7 +16,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 
 from services.processor import metrics
-from services.processor.store import DeviceStateStore, OutboxEntry
+from services.processor.store import DeviceStateStore
 
 log = structlog.get_logger("processor.outbox")
 
@@ -24,10 +24,11 @@ log = structlog.get_logger("processor.outbox")
 class OutboxDrain:
     def __init__(self, store: DeviceStateStore, producer: AIOKafkaProducer, topic: str,
                  partitions: Callable[[], Iterable[int]], batch: int, interval_s: float = 0.02,
-                 idle_poll_s: float = 1.0):
+                 idle_poll_s: float = 1.0, fires_topic: str = "task-triggers.v1"):
         self.store = store
         self.producer = producer
         self.topic = topic
+        self.fires_topic = fires_topic  # a tick's fires (task-trigger.v1), same partition rule
         self.partitions = partitions
         self.batch = batch
         self.interval_s = interval_s
@@ -75,31 +76,36 @@ class OutboxDrain:
         if not busy:
             return 0
         targets = len(await self.producer.partitions_for(self.topic))
-        futures, published = [], 0
+        futures, published, fired = [], 0, 0
         for p, found in busy.items():
-            published += await self._send(p % targets, found, futures)
+            events = [e for e in found if not e.is_fires]
+            fires = [e for e in found if e.is_fires]
+            if events:
+                published += await self._send(self.topic, p % targets, [r for e in events for r in e.records()], futures)
+            if fires:
+                fire_targets = len(await self.producer.partitions_for(self.fires_topic))
+                fired += await self._send(self.fires_topic, p % fire_targets,
+                                          [r for e in fires for r in e.fire_records()], futures)
         await asyncio.gather(*futures)
         full = [p for p, found in busy.items() if len(found) == self.batch]
         lengths = await self.store.ack_outboxes({p: found[-1].entry_id for p, found in busy.items()}, full)
         for p in busy:
             metrics.OUTBOX_BACKLOG.labels(str(p)).set(lengths.get(p, 0))
         metrics.OUTBOX_PUBLISHED.inc(published)
-        return published
+        metrics.FIRES_PUBLISHED.inc(fired)
+        return published + fired
 
-    async def _send(self, target: int, entries: list[OutboxEntry], futures: list) -> int:
-        """Send the entries' records as producer batches to device-events partition `target`
-        (source partition N -> N % partitions: all of N's devices land in one device-events
-        partition, in order; co-partitioned when the counts match); appends the delivery
-        futures. Explicit batches skip aiokafka's per-record partitioner, which costs more than the rest."""
-        count = 0
+    async def _send(self, topic: str, target: int, records: list[tuple[bytes, bytes]], futures: list) -> int:
+        """Send the records as producer batches to partition `target` of `topic` (source partition
+        N -> N % partitions: all of N's devices land in one partition, in order; co-partitioned
+        when the counts match); appends the delivery futures. Explicit batches skip aiokafka's
+        per-record partitioner, which costs more than the rest."""
         batch = self.producer.create_batch()
-        for entry in entries:
-            for key, value in entry.records():
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await self.producer.send_batch(batch, self.topic, partition=target))
-                    batch = self.producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-                count += 1
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                futures.append(await self.producer.send_batch(batch, topic, partition=target))
+                batch = self.producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
         if batch.record_count():
-            futures.append(await self.producer.send_batch(batch, self.topic, partition=target))
-        return count
+            futures.append(await self.producer.send_batch(batch, topic, partition=target))
+        return len(records)

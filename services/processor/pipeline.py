@@ -27,9 +27,10 @@ from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from services.common.clock import Clock
 from services.processor import metrics
-from services.processor.planning import PartitionBatch, plan_partition_batch
+from services.processor.planning import PartitionBatch, plan_partition_batches
 from services.processor.rejections import rejected_message
 from services.processor.store import BatchResult, DeviceStateStore
+from services.processor.triggers import BookCache
 
 log = structlog.get_logger("processor")
 
@@ -71,8 +72,11 @@ class PostbackPipeline:
     def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, store: DeviceStateStore,
                  clock: Clock, topic: str, rejected_topic: str, max_batch: int,
                  on_outbox_work: Callable[[], None] = lambda: None, send_at: int = SEND_AT,
-                 outbox_max_entries: int = 0):
+                 outbox_max_entries: int = 0, books: BookCache | None = None,
+                 on_tick_applied: Callable[[], None] = lambda: None):
         self.consumer = consumer
+        self.books = books  # the trigger registry as of the poll (services/processor/triggers.py)
+        self.on_tick_applied = on_tick_applied  # wakes the ticker (a burst drains tick after tick)
         self.on_outbox_work = on_outbox_work  # wakes the outbox drain (outbox.py)
         self.producer = producer
         self.store = store
@@ -169,25 +173,33 @@ class PostbackPipeline:
             return [], []
         self.ready.set()
         now = self.clock.now_ms()
+        plan = None
+        if self.books is not None and any(data.values()):
+            # every record and tick of the poll was appended before this Redis time: a trigger
+            # version in force for any of them is in the book
+            plan = await self.books.ensure(max(m.timestamp for msgs in data.values() for m in msgs))
         batches, tasks, group, grouped = [], [], [], 0
         for tp, msgs in data.items():
             if not msgs or tp.topic != self.topic:
                 continue
-            batch = plan_partition_batch(tp.partition, ((m.offset, m.value, m.timestamp) for m in msgs), now)
-            batch.epoch = self._epoch.get(tp.partition, 0)
-            batches.append(batch)
-            if batch.rejected:
-                await self._publish_rejections(batch, now)
-            group.append(batch)
-            grouped += batch.size
-            if grouped >= self.send_at:
-                tasks.append(await self._send(group))
-                group, grouped = [], 0
+            for batch in plan_partition_batches(tp.partition, ((m.offset, m.value, m.timestamp) for m in msgs), now,
+                                                triggers=plan):
+                batch.epoch = self._epoch.get(tp.partition, 0)
+                batches.append(batch)
+                if batch.rejected:
+                    await self._publish_rejections(batch, now)
+                group.append(batch)
+                grouped += batch.size
+                if grouped >= self.send_at:
+                    tasks.append(await self._send(group))
+                    group, grouped = [], 0
         if group:
             tasks.append(await self._send(group))
         return batches, tasks
 
     async def _send(self, group: list[PartitionBatch]) -> asyncio.Future:
+        # A group may hold several batches of one partition (a tick ends a batch): they go out on
+        # the same connection, in order, and Redis applies them in that order.
         for batch in group:
             previous = self._in_flight.get(batch.partition)
             if previous is not None:
@@ -212,11 +224,15 @@ class PostbackPipeline:
 
     async def _applied(self, group: list[PartitionBatch], results: "asyncio.Future[list[BatchResult]]",
                        started: float) -> int:
-        applied = 0
+        applied, ticked = 0, False
         for batch, result in zip(group, await results):
             if result.gap:
                 self._rewind(batch, result.watermark)
                 continue
+            if batch.tick:
+                ticked = True
+                metrics.FIRES.labels("sent").inc(result.fires)
+                metrics.FIRES.labels("not_sent").inc(result.fire_decisions - result.fires)
             metrics.BATCH_SIZE.observe(batch.size)
             if result.skipped_offsets:
                 metrics.DUPLICATES.labels("offset").inc(result.skipped_offsets)
@@ -224,6 +240,8 @@ class PostbackPipeline:
                 metrics.DUPLICATES.labels("tid").inc(result.duplicate_tids)
             applied += result.applied
         self.on_outbox_work()
+        if ticked:
+            self.on_tick_applied()
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         metrics.EVENTS_APPLIED.inc(applied)
         metrics.EVENTS_PER_SECOND.set(self._rate.add(applied))

@@ -28,7 +28,9 @@ from tqdm import tqdm
 
 from services.common.clock import SystemClock
 from services.common.redis_conn import async_redis, check_redis
-from services.processor.planning import plan_partition_batch
+from services.processor.planning import plan_partition_batches
+from services.processor.triggers import BookCache
+from services.common.trigger_registry import TriggerRegistry
 from services.processor.settings import ProcessorSettings
 from services.processor.store import DeviceStateStore
 
@@ -124,6 +126,10 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
         total = sum(end[tp] - begin[tp] for tp in tps)
         records = applied = rejected = dups = 0
         clock = SystemClock()
+        # The triggers as of now (a Redis time after every record of the log): each tick of the
+        # log decides as it did live (the version in force at its time), without publishing.
+        plan = await BookCache(TriggerRegistry(redis, settings.key_prefix), settings.trigger_max_lateness_s * 1000,
+                               settings.tick_budget, settings.window_retention_days).ensure(clock.now_ms())
         with tqdm(total=total, unit="rec", desc="rebuild", disable=not progress, smoothing=0.1) as bar:
             while remaining:
                 data = await consumer.getmany(*remaining, timeout_ms=500, max_records=max_batch)
@@ -131,8 +137,8 @@ async def rebuild(settings: ProcessorSettings, *, force: bool = False, progress:
                 for tp, messages in data.items():
                     messages = [m for m in messages if m.offset < end[tp]]
                     if messages:
-                        batches.append(plan_partition_batch(tp.partition, ((m.offset, m.value, m.timestamp) for m in messages),
-                                                            clock.now_ms(), emit=False))
+                        batches += plan_partition_batches(tp.partition, ((m.offset, m.value, m.timestamp) for m in messages),
+                                                          clock.now_ms(), emit=False, triggers=plan)
                 for result in await store.apply_batches(batches):
                     applied += result.applied
                     dups += result.duplicate_tids

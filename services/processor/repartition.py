@@ -16,7 +16,9 @@ N partitions and rebuilds the state from it:
    (services/ingress/producer.py `partition_for`), so new postbacks of a device land where its
    history is. Source partitions are merged by timestamp; each partition's own order is kept,
    so a device whose records sit in one source partition keeps its exact order, and a device
-   split over two partitions by an earlier in-place partition add is ordered by time.
+   split over two partitions by an earlier in-place partition add is ordered by time. A tick
+   (event-triggered tasks) goes to every target partition: the rebuild then decides each fire as
+   the live tick did, on the state of that moment (not published again).
 4. Verify that every target partition holds exactly the records sent to it.
 5. Delete the state of every old partition and rebuild from the target (`pbseg rebuild`).
 
@@ -26,6 +28,8 @@ migration: what it writes to the old topic meanwhile is not copied (docs/archite
 """
 
 from __future__ import annotations
+
+from services.domain.triggers import TICK_PREFIX
 
 import asyncio
 import heapq
@@ -123,9 +127,12 @@ async def repartition(settings: ProcessorSettings, target: str, partitions: int,
         with tqdm(total=total, unit="rec", desc=f"copy {source} -> {target}", disable=not progress) as bar:
             streams = [_records(consumer, tp, end[tp], batch) for tp in tps if end[tp] > begin[tp]]
             async for timestamp, _, _, key, value in _merged(streams):
-                p = partition_for(key, partitions)
-                futures.append(await producer.send(target, value, key=key, partition=p, timestamp_ms=timestamp))
-                sent[p] += 1
+                # A tick (services/domain/triggers.py) names timer lists, which are named alike in
+                # every partition: it goes to each target partition, at its place in time.
+                for p in (range(partitions) if key is None and value and value.startswith(TICK_PREFIX)
+                          else (partition_for(key, partitions),)):
+                    futures.append(await producer.send(target, value, key=key, partition=p, timestamp_ms=timestamp))
+                    sent[p] += 1
                 if len(futures) >= batch:
                     for f in futures:
                         await f

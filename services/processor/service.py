@@ -25,6 +25,9 @@ from services.processor.outbox import OutboxDrain
 from services.processor.pipeline import PostbackPipeline
 from services.processor.settings import ProcessorSettings
 from services.processor.store import DeviceStateStore
+from services.processor.ticker import Ticker
+from services.processor.triggers import BookCache
+from services.common.trigger_registry import TriggerRegistry
 from services.processor.web import build_web_app
 
 log = structlog.get_logger("processor")
@@ -97,11 +100,17 @@ class ProcessorService(mode.Service):
             raise SystemExit(f"refusing to start: {exc}") from exc
         self.drain = OutboxDrain(self.store, self.producer, settings.topic_device_events,
                                  lambda: set(self.pipeline.owned_partitions), settings.outbox_batch,
-                                 settings.outbox_interval_ms / 1000)
+                                 settings.outbox_interval_ms / 1000, fires_topic=settings.topic_task_triggers)
+        books = BookCache(TriggerRegistry(self.redis, settings.key_prefix), settings.trigger_max_lateness_s * 1000,
+                          settings.tick_budget, settings.window_retention_days)
+        self.ticker = Ticker(self.store, self.producer, settings.topic_postbacks,
+                             lambda: set(self.pipeline.owned_partitions), SystemClock(),
+                             settings.tick_interval_ms / 1000, settings.tick_lists, settings.tick_budget)
         self.pipeline = PostbackPipeline(self.consumer, self.producer, self.store, SystemClock(),
                                          settings.topic_postbacks, settings.topic_rejected, settings.max_batch,
                                          on_outbox_work=self.drain.notify,
-                                         outbox_max_entries=settings.outbox_max_entries)
+                                         outbox_max_entries=settings.outbox_max_entries, books=books,
+                                         on_tick_applied=self.ticker.notify)
         self.pipeline.subscribe()
         self.freshness = Freshness(self.consumer, self.store, SystemClock(), settings.topic_postbacks,
                                    lambda: set(self.pipeline.owned_partitions), settings.freshness_interval_s)
@@ -131,6 +140,10 @@ class ProcessorService(mode.Service):
         # The outbox holds every record safely: any Kafka refusal (the topic unwritable, a record
         # too large for it, ...) is waited out, never a crash loop; backpressure bounds the outbox.
         await self._guard("outbox", self.drain.run, transient=lambda exc: is_transient(exc) or isinstance(exc, KafkaError))
+
+    @mode.Service.task
+    async def _tick(self) -> None:
+        await self._guard("ticker", self.ticker.run)
 
     @mode.Service.task
     async def _fresh(self) -> None:

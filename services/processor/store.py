@@ -18,6 +18,7 @@ from services.common.redis_conn import is_cluster, run_scripts
 from services.domain.device_event import entry_records
 from services.domain.device_state import EventStat, parse_device_state
 from services.domain.identity import LogIdentity
+from services.domain.triggers import DEFAULT_MAX_LATENESS_MS, fire_record
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
@@ -42,6 +43,8 @@ class BatchResult:
     outbox_records: int
     gap: int = 0  # 1: the batch starts beyond watermark + 1 and applied nothing (Redis went back)
     watermark: int = -1  # the partition's watermark after the call
+    fires: int = 0  # fires the batch's tick sent
+    fire_decisions: int = 0  # fires the tick decided (sent, cancelled or skipped late)
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,20 @@ class OutboxEntry:
 
     entry_id: str
     fields: dict[bytes, bytes]
+
+    @property
+    def is_fires(self) -> bool:
+        """A tick's fires (field `f`: task-trigger records), not device events."""
+        return b"f" in self.fields
+
+    def fire_records(self) -> list[tuple[bytes, bytes]]:
+        """(Kafka key, value) of each task-trigger.v1 record of a fires entry, in order; pure."""
+        out = []
+        for line in self.fields[b"f"].decode().split("\n"):
+            account, install_id, trigger, version, cause, due, at = line.split("\t")
+            out.append((f"{account}:{install_id}".encode(), orjson.dumps(fire_record(
+                int(trigger), int(version), int(account), install_id, cause, int(due), int(at)))))
+        return out
 
     def records(self) -> list[tuple[bytes, bytes]]:
         """(Kafka key, value) of each record, in the order they were applied. Pure: the same
@@ -75,12 +92,14 @@ class DeviceStateStore:
     the batch is redelivered from the watermark)."""
 
     def __init__(self, redis: aioredis.Redis, prefix: str, topic: str, tid_retention_ms: int,
-                 window_retention_ms: int = DEFAULT_WINDOW_RETENTION_DAYS * DAY_MS):
+                 window_retention_ms: int = DEFAULT_WINDOW_RETENTION_DAYS * DAY_MS,
+                 max_lateness_ms: int = DEFAULT_MAX_LATENESS_MS):
         self.redis = redis
         self.prefix = prefix
         self.topic = topic
         self.tid_retention_ms = tid_retention_ms
         self.window_retention_ms = window_retention_ms  # windowed buckets expire this long after their end
+        self.max_lateness_ms = max_lateness_ms  # a fire later than this is skipped (services/domain/triggers.py)
         self._script = redis.register_script(_SCRIPT)
         self._max_set = redis.register_script(_MAX_SET)
 
@@ -88,7 +107,8 @@ class DeviceStateStore:
     def from_settings(cls, redis: aioredis.Redis, settings, topic: str | None = None) -> "DeviceStateStore":
         """The store as the processor's settings configure it (worker, rebuild, repartition)."""
         return cls(redis, settings.key_prefix, topic or settings.topic_postbacks,
-                   int(settings.tid_retention_days * DAY_MS), settings.window_retention_days * DAY_MS)
+                   int(settings.tid_retention_days * DAY_MS), settings.window_retention_days * DAY_MS,
+                   settings.trigger_max_lateness_s * 1000)
 
     def keys(self, partition: int) -> PartitionKeys:
         return PartitionKeys(self.prefix, partition)
@@ -97,7 +117,8 @@ class DeviceStateStore:
         keys = self.keys(b.partition)
         return [keys.applied_offset(self.topic)], [keys.tag, self.tid_retention_ms, b.processed_at, b.last_offset,
                                                   "1" if b.emit else "0", b.script_events(), b.script_lines(),
-                                                  b.first_offset, self.window_retention_ms]
+                                                  b.first_offset, self.window_retention_ms, self.max_lateness_ms,
+                                                  b.tick]
 
     async def send_batches(self, batches: Sequence[PartitionBatch]) -> "asyncio.Future[list[BatchResult]]":
         """Write the batches' EVALSHAs (one per batch, each atomic on its own) to Redis in one
@@ -220,6 +241,18 @@ class DeviceStateStore:
                 pipe.hset(self.keys(p).identity(self.topic), mapping={
                     "topic_id": identity.topic_id, "partitions": identity.partitions, "layout": identity.layout})
             await pipe.execute()
+
+    async def due_timers(self, partitions: Sequence[int], second: int, limit: int) -> dict[int, tuple[list[str], int]]:
+        """Per partition: up to `limit` timer lists due by `second` (oldest first) and the watermark;
+        one round trip (the ticker)."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for p in partitions:
+                keys = self.keys(p)
+                pipe.zrangebyscore(keys.timer_due, "-inf", second, start=0, num=limit)
+                pipe.get(keys.applied_offset(self.topic))
+            replies = await pipe.execute()
+        return {p: ([m.decode() for m in replies[2 * i]], int(replies[2 * i + 1] or -1))
+                for i, p in enumerate(partitions)}
 
     async def outbox_lengths(self, partitions: Sequence[int]) -> dict[int, int]:
         """Entries (applied batches) waiting in each partition's outbox; one round trip."""

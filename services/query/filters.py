@@ -6,15 +6,13 @@ this module only validates the request's shape and converts it.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.domain.codes import EVENT_CODE_PATTERN, INSTALL_ID_PATTERN, MAX_CODE_CHARS
-from services.domain.conditions import (DEFAULT_WINDOW_RETENTION_DAYS, MAX_CONDITIONS, compile_conditions,
-                                        parse_conditions)
-from services.domain.filters import MAX_CODES, SegmentFilter
+from services.domain.conditions import DEFAULT_WINDOW_RETENTION_DAYS, MAX_CONDITIONS
+from services.domain.filters import MAX_CODES, SegmentFilter, filter_of
 
 MAX_PAGE = 5_000
 DEFAULT_PAGE = 1_000
@@ -42,10 +40,7 @@ class FilterBody(BaseModel):
 
     def segment_filter(self, now_ms: int, retention_days: int = DEFAULT_WINDOW_RETENTION_DAYS) -> SegmentFilter:
         """The domain's filter; raises ConditionError (bad condition) / UnsupportedCondition."""
-        c = compile_conditions(parse_conditions(self.conditions, now_ms, retention_days))
-        spec = json.dumps(self.conditions, sort_keys=True, separators=(",", ":")) if c.steps else ""
-        return SegmentFilter(tuple(self.event_include), tuple(self.event_exclude) + c.exclude, self.include_match,
-                             c.require, c.steps, spec)
+        return filter_of(self.model_dump(), now_ms, retention_days)
 
 
 class DevicePageRequest(FilterBody):

@@ -46,7 +46,9 @@ def test_the_header_builds_the_same_keys_as_python():
                "tid": dict(account=7, install_len=3, install_id="a:b", code="reg", tid="t:1"), "outbox": {},
                "scratch": dict(token="ab12"), "window_set": dict(account=7, code="reg", bucket="h493000"),
                "window_bits": dict(account=7, code="reg", bucket="d20540"), "count_rank": dict(account=7, code="open"),
-               "deposit_sums": dict(account=7, currency="USD"), "deposit_sum_of": dict(account=7, bucket=2)}
+               "deposit_sums": dict(account=7, currency="USD"), "deposit_sum_of": dict(account=7, bucket=2),
+               "timer_due": {}, "timer_list": dict(trigger=12, epoch=1, second=1764680000),
+               "trigger_stats": dict(trigger=12), "trigger_recent": dict(trigger=12)}
     assert set(samples) == set(PARTITION_KEYS)
     for name, parts in samples.items():
         m = re.search(rf"local function key_{name}\((.*?)\) return (.*?) end", header)

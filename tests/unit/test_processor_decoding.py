@@ -92,7 +92,8 @@ def test_planning_keeps_offsets_of_rejected_records_in_the_watermark():
     assert [r.offset for r in batch.rejected] == [11, 13]
     assert len(batch.events) == 2 and all(len(e) == FIELDS_PER_EVENT for e in batch.events)
     assert batch.events[0] == [10, "7", "dev-1", "dep", "1700000000000", "1700000000001", "t-1",
-                               device_index_bucket("dev-1"), "99900000000", "USD"]  # 9.99 in 10^-10 units
+                               device_index_bucket("dev-1"), "99900000000", "USD",  # 9.99 in 10^-10 units
+                               "", "", "e1", ""]  # no trigger schedules (no trigger book), the event id
     assert orjson.loads(batch.script_events())[1][0] == 12
     assert deposit_amount("dep", "0.0000000001", "eur") == ("1", "EUR")
     assert deposit_amount("dep", "5", None) == ("", "") and deposit_amount("reg", "5", "USD") == ("", "")

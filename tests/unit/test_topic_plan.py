@@ -20,15 +20,16 @@ def test_the_postbacks_log_is_kept_forever_and_the_feeds_for_seven_days():
     plan = topic_plan(settings(PBSEG_POSTBACKS_PARTITIONS=6))
     assert plan["postbacks.v1"] == TopicSpec(6, {"retention.ms": "-1", "cleanup.policy": "delete"}, whole_log=True)
     assert plan["device-events.v1"] == TopicSpec(6, {"retention.ms": str(SEVEN_DAYS_MS), "cleanup.policy": "delete"})
+    assert plan["task-triggers.v1"] == TopicSpec(6, {"retention.ms": str(SEVEN_DAYS_MS), "cleanup.policy": "delete"})
     assert plan["postbacks-rejected.v1"] == TopicSpec(4, {"retention.ms": str(SEVEN_DAYS_MS),
                                                           "cleanup.policy": "delete"})
 
 
 def test_the_catalog_id_log_has_a_partition_per_kind_and_is_kept_forever():
-    """catalog-ids.v1: accounts, custom events and saved segments (services/domain/catalog_ids.py), retention.ms=-1, checked
+    """catalog-ids.v1: accounts, custom events, saved segments and triggers (services/domain/catalog_ids.py), retention.ms=-1, checked
     like the postbacks log, with a refusal that names what its records are for."""
     spec = topic_plan(settings())["catalog-ids.v1"]
-    assert (spec.partitions, spec.configs, spec.whole_log) == (3, {"retention.ms": "-1", "cleanup.policy": "delete"}, True)
+    assert (spec.partitions, spec.configs, spec.whole_log) == (4, {"retention.ms": "-1", "cleanup.policy": "delete"}, True)
     problem = whole_log_problem("catalog-ids.v1", {"retention.ms": "604800000"}, -1, "k:9092", spec.why)
     assert "catalog check --restore" in problem and "retention.ms=-1" in problem
 

@@ -4,11 +4,13 @@
 const BASE = "/api/b/v2";
 
 export class ApiError extends Error {
-  /** status: HTTP status (0 when the server could not be reached); code: the API's "error". */
-  constructor(status, code, message) {
+  /** status: HTTP status (0 when the server could not be reached); code: the API's "error";
+   * field: the input the server named ("field" of its body), when it named one. */
+  constructor(status, code, message, field = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.field = field;
   }
 }
 
@@ -44,7 +46,7 @@ async function toApiError(resp) {
   let body = null;
   try { body = await resp.json(); } catch (_) { /* not JSON */ }
   if (body && typeof body.error === "string") {
-    return new ApiError(resp.status, body.error, body.message || body.error);
+    return new ApiError(resp.status, body.error, body.message || body.error, typeof body.field === "string" ? body.field : null);
   }
   if (body && body.error && typeof body.error === "object") { // {"error": {"code", "message"}}
     const code = String(body.error.code || body.error.error || `http_${resp.status}`);
@@ -103,6 +105,16 @@ export class QueryApi {
   setActive(id, active) {
     return this.request("POST", `/events/${encodeURIComponent(id)}/${active ? "activate" : "deactivate"}`);
   }
+  // Triggers: event-triggered push tasks (docs: the triggers API).
+  triggers(page = 1, perPage = 50) { return this.request("GET", `/triggers?page=${encodeURIComponent(page)}&per_page=${encodeURIComponent(perPage)}`); }
+  createTrigger(body) { return this.request("POST", "/triggers", body); }
+  updateTrigger(id, changes) { return this.request("PATCH", `/triggers/${encodeURIComponent(id)}`, changes); }
+  setTriggerActive(id, active) {
+    return this.request("POST", `/triggers/${encodeURIComponent(id)}/${active ? "activate" : "deactivate"}`);
+  }
+  deleteTrigger(id) { return this.request("DELETE", `/triggers/${encodeURIComponent(id)}`); }
+  triggerStats(id) { return this.request("GET", `/triggers/${encodeURIComponent(id)}/stats`); }
+  triggerFires(id, limit = 20) { return this.request("GET", `/triggers/${encodeURIComponent(id)}/fires?limit=${encodeURIComponent(limit)}`); }
 }
 
 function csvField(value) {

@@ -37,6 +37,17 @@ const state = {
   refreshing: false,
 };
 
+// The Triggers card (triggers.js) is loaded on its own: when it cannot be (a query service that
+// does not serve it yet) the rest of the page works and the card says why. Until it has loaded
+// these do nothing; mountTriggers catches up with a session that started before.
+const triggers = { refresh: async () => {}, eventsChanged: () => {}, reset: () => {} };
+import("./triggers.js").then(({ mountTriggers }) => {
+  Object.assign(triggers, mountTriggers({ api: () => state.api, events: () => state.events, builderFilter: () => filterBody(), handle }));
+}).catch((err) => {
+  showMessage($("triggers-error"), `The Triggers part of the page could not be loaded (${err && err.message ? err.message : err}): is the query service up to date?`);
+  $("triggers-body").replaceChildren();
+});
+
 // ---------------------------------------------------------------- small DOM helpers
 
 function h(tag, attrs = {}, ...children) {
@@ -107,6 +118,7 @@ async function signIn(key, { silent = false } = {}) {
   scheduleCount(0);
   refreshRejected();
   refreshSaved();
+  triggers.refresh();
   stamp();
   startPolling();
 }
@@ -125,6 +137,7 @@ function signOut(message) {
   state.pendingDelete = null;
   state.deviceId = null;
   $("device-result").hidden = true;
+  triggers.reset();
   stopPolling();
   $("app").hidden = true;
   $("session").hidden = true;
@@ -184,6 +197,7 @@ async function refreshAll() {
     const fresh = await refreshEvents();
     if (fresh) scheduleCount(0);
     await refreshRejected();
+    await triggers.refresh();
     if (fresh) await refreshSaved();
     if (fresh) await refreshDaily();
     if (fresh) stamp(); // "updated" tells the time of the last good data, not the last attempt
@@ -222,6 +236,7 @@ function renderEvents() {
   renderStats();
   renderFilterOptions();
   fillDailySelect();
+  triggers.eventsChanged();
   drawEventBars($("chart-events"), state.events);
   drawDepositFunnel($("chart-funnel"), state.events);
 }
