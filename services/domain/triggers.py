@@ -185,6 +185,13 @@ def fire_record(trigger_id: int, version: int, account_id: int, install_id: str,
             "cause_event_id": cause_event_id, "due_at": due_at, "fired_at": fired_at}
 
 
+def fire_line_record(line: str) -> dict:
+    """The record of a fire line as the apply script writes it (outbox entry `f`, recent fires):
+    "<account>\t<install id>\t<trigger>\t<version>\t<cause event id>\t<due>\t<decided at>"."""
+    account, install_id, trigger, version, cause, due, at = line.split("\t")
+    return fire_record(int(trigger), int(version), int(account), install_id, cause, int(due), int(at))
+
+
 # --- the tick: a record the processor appends to a postbacks partition that has fires due ----
 TICK_SCHEMA = "tick.v1"
 TICK_PREFIX = b'{"schema":"tick.v1"'

@@ -15,10 +15,10 @@ from services.common.keys import PartitionKeys, lua_header
 from services.domain.conditions import DEFAULT_WINDOW_RETENTION_DAYS
 from services.domain.windows import DAY_MS
 from services.common.redis_conn import is_cluster, run_scripts
-from services.domain.device_event import entry_records
+from services.domain.device_event import entry_records, record_key
 from services.domain.device_state import EventStat, parse_device_state
 from services.domain.identity import LogIdentity
-from services.domain.triggers import DEFAULT_MAX_LATENESS_MS, fire_record
+from services.domain.triggers import DEFAULT_MAX_LATENESS_MS, fire_line_record
 from services.processor.planning import PartitionBatch
 
 _HERE = Path(__file__).parent
@@ -63,9 +63,8 @@ class OutboxEntry:
         """(Kafka key, value) of each task-trigger.v1 record of a fires entry, in order; pure."""
         out = []
         for line in self.fields[b"f"].decode().split("\n"):
-            account, install_id, trigger, version, cause, due, at = line.split("\t")
-            out.append((f"{account}:{install_id}".encode(), orjson.dumps(fire_record(
-                int(trigger), int(version), int(account), install_id, cause, int(due), int(at)))))
+            record = fire_line_record(line)
+            out.append((record_key(str(record["account_id"]), record["install_id"]).encode(), orjson.dumps(record)))
         return out
 
     def records(self) -> list[tuple[bytes, bytes]]:

@@ -12,7 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from services.common.catalog import CatalogStore
 from services.common.clock import Clock, SystemClock
-from services.query import device_routes, event_routes, saved_segment_routes, segment_routes
+from services.query import device_routes, event_routes, saved_segment_routes, segment_routes, trigger_routes
+from services.common.trigger_registry import TriggerRegistry
 from services.query.saved_segments import SavedSegments
 from services.query.cursor_secret import CursorSecret
 from services.query.devices import DeviceLookup
@@ -40,6 +41,7 @@ def build_api(settings: QuerySettings, catalog: CatalogStore, segments: SegmentI
     api.state.settings = settings
     api.state.catalog = catalog
     api.state.saved_segments = SavedSegments(catalog.redis, settings.key_prefix, catalog.ids)
+    api.state.triggers = TriggerRegistry(catalog.redis, settings.key_prefix, catalog.ids)
     api.state.segments = segments
     api.state.devices = devices
     api.state.rejected = rejected
@@ -75,5 +77,6 @@ def build_api(settings: QuerySettings, catalog: CatalogStore, segments: SegmentI
     api.include_router(segment_routes.router)
     api.include_router(saved_segment_routes.router)  # after it: /segments/events etc. first
     api.include_router(device_routes.router)
+    api.include_router(trigger_routes.router)
     api.include_router(ui_router)  # the Segments page at /ui (static files, services/query/ui/)
     return api

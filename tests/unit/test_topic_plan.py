@@ -38,8 +38,9 @@ def test_retention_and_replication_settings_reach_the_plan():
     """PBSEG_*_RETENTION_MS, PBSEG_REPLICATION_FACTOR and PBSEG_MIN_INSYNC_REPLICAS are what each topic gets."""
     plan = topic_plan(settings(PBSEG_POSTBACKS_RETENTION_MS=90 * 86_400_000, PBSEG_DEVICE_EVENTS_RETENTION_MS=-1,
                                PBSEG_REJECTED_RETENTION_MS=3_600_000, PBSEG_REPLICATION_FACTOR=3,
-                               PBSEG_MIN_INSYNC_REPLICAS=2))
-    assert [spec.configs["retention.ms"] for spec in plan.values()] == [str(90 * 86_400_000), "3600000", "-1", "-1"]
+                               PBSEG_MIN_INSYNC_REPLICAS=2, PBSEG_TASK_TRIGGERS_RETENTION_MS=7_200_000))
+    assert [spec.configs["retention.ms"] for spec in plan.values()] == [str(90 * 86_400_000), "3600000", "-1",
+                                                                        "7200000", "-1"]
     assert {(spec.replication_factor, spec.min_insync_replicas) for spec in plan.values()} == {(3, 2)}
 
 

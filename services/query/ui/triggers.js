@@ -76,6 +76,11 @@ function inputOf(err) {
   return FIELD_INPUTS[key] ? $(FIELD_INPUTS[key]) : null;
 }
 
+/** The trigger itself is not there (any more): 404 trigger_not_found (the contract's draft said not_found). */
+function gone(err) {
+  return err instanceof ApiError && err.status === 404 && (err.code === "trigger_not_found" || err.code === "not_found");
+}
+
 // ---------------------------------------------------------------- the card
 
 /**
@@ -221,7 +226,7 @@ export function mountTriggers(ctx) {
   }
 
   function actionError(err) {
-    if (err instanceof ApiError && err.status === 404 && err.code === "not_found") {
+    if (gone(err)) {
       showMessage($("triggers-error"), "This trigger no longer exists (deleted in another tab?).");
     } else {
       ctx.handle(err, $("triggers-error"));
@@ -425,7 +430,7 @@ export function mountTriggers(ctx) {
       await refresh();
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) return ctx.handle(err, $("trigger-error"));
-      if (err instanceof ApiError && err.status === 404 && err.code === "not_found" && t.editing) {
+      if (gone(err) && t.editing) {
         formError("This trigger no longer exists (deleted in another tab?). Cancel, or create it anew.");
         return;
       }
