@@ -60,8 +60,28 @@ class RejectedPostbackRecord(BaseModel):
     at: int = Field(ge=0, description="Unix milliseconds")
 
 
+class TaskTriggerRecord(BaseModel):
+    """task-trigger.v1: a trigger fired for a device (services/domain/triggers.py), published by the
+    processor to task-triggers.v1, keyed `<account_id>:<install_id>`. At least once: a duplicate
+    carries the same fire_id and the same bytes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, title="task-trigger.v1")
+
+    schema_: Literal["task-trigger.v1"] = Field("task-trigger.v1", alias="schema")
+    fire_id: str = Field(min_length=1, max_length=120, description="t<trigger_id>-<cause_event_id>: one per trigger "
+                                                                    "and cause occurrence")
+    trigger_id: int = Field(ge=1)
+    trigger_version: int = Field(ge=1, description="The trigger version whose filter decided the fire")
+    account_id: int = Field(ge=1)
+    install_id: str = Field(pattern=INSTALL_ID_PATTERN)
+    cause_event_id: str = Field(min_length=1, max_length=80, description="The device-event.v1 event_id of the cause")
+    due_at: int = Field(ge=0, description="Unix ms: the cause's event time + the trigger's delay")
+    fired_at: int = Field(ge=0, description="Unix ms: the tick that decided the fire (>= due_at)")
+
+
 ALL_SCHEMAS: dict[str, type[BaseModel]] = {
     "postback.v1": PostbackRecord,
     "device-event.v1": DeviceEventRecord,
     "rejected-postback.v1": RejectedPostbackRecord,
+    "task-trigger.v1": TaskTriggerRecord,
 }

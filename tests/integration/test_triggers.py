@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaProducer
 from query_fixtures import query  # noqa: F401 - the fixture
 from reference_book import Reference
 from services.common.keys import PartitionKeys
-from services.common.models import PostbackRecord
+from services.common.models import PostbackRecord, TaskTriggerRecord
 from services.domain.conditions import Occurrence, all_hold, amount_units, parse_conditions
 from services.domain.filters import SegmentFilter, selects
 from services.domain.triggers import fire_id
@@ -232,6 +232,7 @@ async def test_fires_equal_the_reference_through_sigkills_and_a_rollback(second_
         for message in await read_all(infra.kafka, fires_topic):
             value = message.value
             got = orjson.loads(value)
+            TaskTriggerRecord.model_validate_json(value)  # schemas/task-trigger.v1.json
             assert message.key == f"{got['account_id']}:{got['install_id']}".encode()
             assert by_id.setdefault(got["fire_id"], value) == value, got  # a duplicate carries the same bytes
         fired = {fid: orjson.loads(v) for fid, v in by_id.items()}
