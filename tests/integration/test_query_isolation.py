@@ -11,6 +11,8 @@ from services.common.catalog import key_id_of
 
 A_EVENT = "{a_event}"
 A_SEGMENT = "{a_segment}"
+A_TRIGGER = "{a_trigger}"
+TRIGGER = {"name": "t", "on": {"event": "reg"}, "delay": "1h", "filter": {"event_exclude": ["dep"]}}
 # Every (method, path) of the API with a body that would succeed for the owner.
 ENDPOINTS = [
     ("GET", "/api/b/v2/events", None),
@@ -37,12 +39,22 @@ ENDPOINTS = [
     ("POST", f"/api/b/v2/segments/{A_SEGMENT}/count", None),
     ("POST", f"/api/b/v2/segments/{A_SEGMENT}/devices", {"limit": 10}),
     ("POST", f"/api/b/v2/segments/{A_SEGMENT}/export", None),
+    ("POST", "/api/b/v2/triggers", TRIGGER),
+    ("GET", "/api/b/v2/triggers", None),
+    ("GET", f"/api/b/v2/triggers/{A_TRIGGER}", None),
+    ("PATCH", f"/api/b/v2/triggers/{A_TRIGGER}", {"name": "renamed"}),
+    ("DELETE", f"/api/b/v2/triggers/{A_TRIGGER}", None),
+    ("POST", f"/api/b/v2/triggers/{A_TRIGGER}/activate", None),
+    ("POST", f"/api/b/v2/triggers/{A_TRIGGER}/deactivate", None),
+    ("GET", f"/api/b/v2/triggers/{A_TRIGGER}/stats", None),
+    ("GET", f"/api/b/v2/triggers/{A_TRIGGER}/fires", None),
 ]
 SEGMENT_ENDPOINTS = [e for e in ENDPOINTS if A_SEGMENT in e[1]]
+TRIGGER_ENDPOINTS = [e for e in ENDPOINTS if A_TRIGGER in e[1]]
 
 
-def _filled(path: str, a_event: int, a_segment: int) -> str:
-    return path.replace(A_EVENT, str(a_event)).replace(A_SEGMENT, str(a_segment))
+def _filled(path: str, a_event: int, a_segment: int, a_trigger: int = 0) -> str:
+    return path.replace(A_EVENT, str(a_event)).replace(A_SEGMENT, str(a_segment)).replace(A_TRIGGER, str(a_trigger))
 
 
 def test_the_matrix_covers_every_api_route():
@@ -53,7 +65,8 @@ def test_the_matrix_covers_every_api_route():
 
     spec = create_app(make_settings("tmatrix", "redis://127.0.0.1:1/0")).openapi()
     routes = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops if p.startswith("/api/")}
-    covered = {(m, p.split("?")[0].replace(A_EVENT, "{event_id}").replace(A_SEGMENT, "{segment_id}").replace("a-device", "{install_id}"))
+    covered = {(m, p.split("?")[0].replace(A_EVENT, "{event_id}").replace(A_SEGMENT, "{segment_id}").replace(A_TRIGGER, "{trigger_id}")
+                .replace("a-device", "{install_id}"))
                for m, p, _ in ENDPOINTS}
     assert routes == covered
 
@@ -110,6 +123,18 @@ async def test_another_account_cannot_touch_a_saved_segment(query):
         assert resp.status_code == 404 and resp.json()["error"] == "segment_not_found", (method, path, resp.text)
     got = (await query.call(a, "GET", f"/api/b/v2/segments/{a_segment}")).json()
     assert (got["name"], got["version"]) == ("A's", 1)
+
+
+async def test_another_account_cannot_touch_a_trigger(query):
+    """B gets 404 for A's trigger on every route by id, and A's trigger is unchanged."""
+    a, b, a_event, a_segment = await _setup(query)
+    a_trigger = (await query.call(a, "POST", "/api/b/v2/triggers", json=TRIGGER)).json()["id"]
+    for method, path, body in TRIGGER_ENDPOINTS:
+        resp = await query.call(b, method, _filled(path, a_event, a_segment, a_trigger), json=body)
+        assert resp.status_code == 404 and resp.json()["error"] == "trigger_not_found", (method, path, resp.text)
+    got = (await query.call(a, "GET", f"/api/b/v2/triggers/{a_trigger}")).json()
+    assert (got["name"], got["version"], got["active"]) == ("t", 1, True)
+    assert (await query.call(b, "GET", "/api/b/v2/triggers")).json()["triggers"] == []
 
 
 async def test_reads_return_only_the_callers_data(query):
