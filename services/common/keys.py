@@ -134,11 +134,12 @@ PARTITION_KEYS: dict[str, str] = {
     "outbox": "outbox",
     "scratch": "scratch:{token}",
     # Timers of event-triggered tasks (services/domain/triggers.py, docs/decisions/0022): pending
-    # fires in lists, one per (trigger, activation epoch, due second): entries
-    # "<device number>|<cause event id>|<due ms within the second>"; the sorted set names the
-    # non-empty lists ("<trigger>:<epoch>:<second>", score = the second).
+    # fires in hashes, one per (trigger, activation epoch, due minute): field = the due second
+    # within the minute, value = entries "<device number>|<cause event id>|<due ms within the
+    # second>" joined by ","; the sorted set names the non-empty hashes ("<trigger>:<epoch>:<minute>"),
+    # scored by their earliest due ms (never later than it).
     "timer_due": "tq",
-    "timer_list": "tl:{trigger}:{epoch}:{second}",
+    "timer_list": "tl:{trigger}:{epoch}:{minute}",
     # Hash per trigger: f (fired), c (cancelled), l (skipped late), p<epoch> (pending filed under
     # the epoch): this partition's share of GET /triggers/{id}/stats.
     "trigger_stats": "tc:{trigger}",
@@ -241,13 +242,13 @@ class PartitionKeys:
 
     @property
     def timer_due(self) -> str:
-        """Sorted set: the non-empty timer lists, "<trigger>:<epoch>:<second>", scored by the second."""
+        """Sorted set: the non-empty timer hashes, "<trigger>:<epoch>:<minute>", scored by their earliest due ms."""
         return self._key("timer_due")
 
     def timer_list(self, member: str) -> str:
-        """List: the pending fires of one timer list (`timer_due` member)."""
-        trigger, epoch, second = member.split(":")
-        return self._key("timer_list", trigger=trigger, epoch=epoch, second=second)
+        """Hash: the pending fires of one (trigger, epoch, due minute), a `timer_due` member."""
+        trigger, epoch, minute = member.split(":")
+        return self._key("timer_list", trigger=trigger, epoch=epoch, minute=minute)
 
     def trigger_stats(self, trigger_id: int) -> str:
         """Hash: this partition's fired / cancelled / skipped-late / pending counts of a trigger."""

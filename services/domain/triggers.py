@@ -167,6 +167,16 @@ class TriggerBook:
         return v if v is not None and v.live and v.epoch == epoch else None
 
 
+_TIMER_SAFE = re.compile(r"[^,|\t\n]{1,80}")
+
+
+def schedulable_event_id(event_id: str) -> bool:
+    """Whether a cause's event id fits a timer entry and a fire line (the ingress mints hex ids; a
+    record written by another producer with ",", "|", a tab or a newline in its id schedules no fire,
+    logged and counted by the processor)."""
+    return _TIMER_SAFE.fullmatch(event_id) is not None
+
+
 def late(due_at: int, at: int, max_lateness_ms: int) -> bool:
     """A fire decided at `at` is skipped (counted, not sent) when its due time is further back."""
     return at - due_at > max_lateness_ms
@@ -198,7 +208,7 @@ TICK_PREFIX = b'{"schema":"tick.v1"'
 
 
 def tick_value(at: int, due: list[str], budget: int) -> bytes:
-    """A tick: decide the fires of the listed timer lists (`<trigger>:<epoch>:<second>`) due at or
+    """A tick: decide the fires of the listed timer hashes (`<trigger>:<epoch>:<minute>`) due at or
     before `at`, at most `budget` of them. Ticks are in the log, so every decision sits at a log
     position: replaying the log (a restart, a Redis rollback, `pbseg rebuild`) decides the same."""
     return json.dumps({"schema": TICK_SCHEMA, "at": at, "due": due, "budget": budget},
@@ -221,6 +231,6 @@ def parse_tick(value: bytes) -> Tick | None:
 
 
 def timer_list(member: str) -> tuple[int, int, int]:
-    """(trigger id, epoch, due second) of a timer list's name `<trigger>:<epoch>:<second>`."""
+    """(trigger id, epoch, due minute) of a timer hash's name `<trigger>:<epoch>:<minute>`."""
     t, e, s = member.split(":")
     return int(t), int(e), int(s)

@@ -30,7 +30,10 @@
 -- new device, both ";"-joined "<trigger>:<epoch>:<f|e>:<delay ms>", [13] the event id and [14]
 -- the derived install's event id (when [12] is not ""))
 -- Timers (docs/decisions/0022-trigger-timers-in-the-log.md): an applied occurrence files each fire
--- it schedules in the list of (trigger, epoch, due second) (key_timer_list), named in key_timer_due;
+-- it schedules in the timer hash of (trigger, epoch, due minute) (key_timer_list), field = the due
+-- second within the minute, value = entries "<device number>|<cause event id>|<ms>" joined by ",";
+-- key_timer_due names each hash, scored by its earliest due ms (a lower bound: the ticker lists
+-- the hashes with something due);
 -- a tick decides the due ones on the state after every record before it (it is the batch's last):
 -- cancelled (action 0, or the filter does not hold), skipped (later than `lat`) or fired: a fire
 -- line "<account>\t<install id>\t<trigger>\t<version>\t<cause event id>\t<due>\t<at>" in the
@@ -357,7 +360,7 @@ local function parse_specs(text)
   end
   return list
 end
-local timers, timer_order = {}, {}  -- timer list name -> {trg, ep, sec, n, entries...}
+local timers, timer_order = {}, {}  -- timer hash name -> {trg, ep, minute, due (earliest), secs = {sec -> entries}, order}
 local stats, stat_order = {}, {}  -- trigger -> counter -> delta
 local function stat(trg, counter, n)
   local of = stats[trg]
@@ -376,16 +379,23 @@ local function schedule(dev, specs, count, ts, received, event_id)
         stat(sp[1], 'l', 1)  -- backdated beyond the maximum lateness: skipped, counted
       else
         local sec = floor(due / 1000)
-        local secstr = format('%d', sec)
-        local member = sp[1] .. ':' .. sp[2] .. ':' .. secstr
-        local list = timers[member]
-        if not list then
-          list = {trg = sp[1], ep = sp[2], sec = secstr, n = 0}
-          timers[member] = list
+        local minute = floor(sec / 60)
+        local member = sp[1] .. ':' .. sp[2] .. ':' .. format('%d', minute)
+        local h = timers[member]
+        if not h then
+          h = {trg = sp[1], ep = sp[2], minute = format('%d', minute), due = due, secs = {}, order = {}}
+          timers[member] = h
           timer_order[#timer_order + 1] = member
         end
-        list.n = list.n + 1
-        list[list.n] = dev[NUMSTR] .. '|' .. event_id .. '|' .. format('%d', due - sec * 1000)
+        if due < h.due then h.due = due end
+        local field = format('%d', sec - minute * 60)
+        local entries = h.secs[field]
+        if not entries then
+          entries = {}
+          h.secs[field] = entries
+          h.order[#h.order + 1] = field
+        end
+        entries[#entries + 1] = dev[NUMSTR] .. '|' .. event_id .. '|' .. format('%d', due - sec * 1000)
         stat(sp[1], 'p' .. sp[2], 1)
       end
     end
@@ -652,9 +662,19 @@ if #delta_lists > 0 then
   end
 end
 for _, member in ipairs(timer_order) do
-  local l = timers[member]
-  send('RPUSH', key_timer_list(tag, l.trg, l.ep, l.sec), l, l.n, 1)
-  call('ZADD', key_timer_due(tag), l.sec, member)
+  local h = timers[member]
+  local hkey = key_timer_list(tag, h.trg, h.ep, h.minute)
+  local fields = {}
+  for i, field in ipairs(h.order) do fields[i] = field end
+  local old = {}
+  send('HMGET', hkey, fields, #fields, 1, old, 0)
+  local writes = {}
+  for i, field in ipairs(fields) do
+    local new = table.concat(h.secs[field], ',')
+    writes[2 * i - 1], writes[2 * i] = field, old[i] and (old[i] .. ',' .. new) or new
+  end
+  send('HSET', hkey, writes, 2 * #fields, 2)
+  call('ZADD', key_timer_due(tag), 'LT', format('%d', h.due), member)  -- LT: only ever earlier; NX-free (new members too)
 end
 if emit_records and records > 0 then
   call('XADD', key_outbox(tag), '*', 'h', ARGV[7], 't', table.concat(tokens, ','))
@@ -712,54 +732,65 @@ if ARGV[11] ~= '' then
     for _, L in ipairs(tick.lists) do
       if decided >= budget then break end
       local member, action, prog, version, acct = L[1], L[2], programs[L[3]], L[5], L[6]
-      local t_s, e_s, s_s = string.match(member, '^(%d+):(%d+):(%d+)$')
-      local sec = tonumber(s_s)
-      if sec and sec <= at_sec then
-        local lkey = key_timer_list(tag, t_s, e_s, s_s)
-        local entries, partial
-        if sec < at_sec then
-          entries = call('LPOP', lkey, budget - decided) or {}  -- a past second: all due
-        else
-          entries = call('LRANGE', lkey, 0, -1)
-          partial = true
-        end
-        local keep, done, nf, nc, nl = {}, 0, 0, 0, 0
-        for _, entry in ipairs(entries) do
-          local ns, eid, ms = string.match(entry, '^(%d+)|(.+)|(%d+)$')
-          local due = sec * 1000 + tonumber(ms)
-          if due > at or decided >= budget then
-            keep[#keep + 1] = entry
+      local t_s, e_s, m_s = string.match(member, '^(%d+):(%d+):(%d+)$')
+      local minute = tonumber(m_s)
+      if minute and minute * 60 <= at_sec then
+        local hkey = key_timer_list(tag, t_s, e_s, m_s)
+        local flat = call('HGETALL', hkey)
+        local secs = {}
+        for i = 1, #flat, 2 do secs[#secs + 1] = {tonumber(flat[i]), flat[i], flat[i + 1]} end
+        table.sort(secs, function(a, b) return a[1] < b[1] end)
+        local done, nf, nc, nl = 0, 0, 0, 0
+        local earliest = nil  -- the earliest due ms left in the hash
+        for _, f in ipairs(secs) do
+          local sec = minute * 60 + f[1]
+          if sec > at_sec or decided >= budget then
+            if not earliest then earliest = sec * 1000 end
           else
-            decided, done = decided + 1, done + 1
-            if action == 0 then
-              nc = nc + 1
-            elseif at - due > lat then
-              nl = nl + 1
-            else
-              local holds, install = device_holds(prog, acct, tonumber(ns), ns)
-              if holds then
-                nf = nf + 1
-                local line = acct .. '\t' .. install .. '\t' .. t_s .. '\t' .. format('%d', version) .. '\t' .. eid
-                             .. '\t' .. format('%d', due) .. '\t' .. atstr
-                lines[#lines + 1] = line
-                local r = recent[t_s]
-                if not r then
-                  r = {}
-                  recent[t_s] = r
-                  recent_order[#recent_order + 1] = t_s
-                end
-                r[#r + 1] = line
+            local keep, changed = {}, false
+            for entry in string.gmatch(f[3], '[^,]+') do
+              local ns, eid, ms = string.match(entry, '^(%d+)|(.+)|(%d+)$')
+              local due = sec * 1000 + tonumber(ms)
+              if due > at or decided >= budget then
+                keep[#keep + 1] = entry
+                if not earliest or due < earliest then earliest = due end
               else
-                nc = nc + 1
+                changed = true
+                decided, done = decided + 1, done + 1
+                if action == 0 then
+                  nc = nc + 1
+                elseif at - due > lat then
+                  nl = nl + 1
+                else
+                  local holds, install = device_holds(prog, acct, tonumber(ns), ns)
+                  if holds then
+                    nf = nf + 1
+                    local line = acct .. '\t' .. install .. '\t' .. t_s .. '\t' .. format('%d', version) .. '\t' .. eid
+                                 .. '\t' .. format('%d', due) .. '\t' .. atstr
+                    lines[#lines + 1] = line
+                    local r = recent[t_s]
+                    if not r then
+                      r = {}
+                      recent[t_s] = r
+                      recent_order[#recent_order + 1] = t_s
+                    end
+                    r[#r + 1] = line
+                  else
+                    nc = nc + 1
+                  end
+                end
               end
+            end
+            if changed then
+              if #keep > 0 then call('HSET', hkey, f[2], table.concat(keep, ',')) else call('HDEL', hkey, f[2]) end
             end
           end
         end
-        if partial and done > 0 then
-          call('DEL', lkey)
-          if #keep > 0 then send('RPUSH', lkey, keep, #keep, 1) end
+        if earliest then
+          call('ZADD', key_timer_due(tag), format('%d', earliest), member)
+        else
+          call('ZREM', key_timer_due(tag), member)
         end
-        if call('EXISTS', lkey) == 0 then call('ZREM', key_timer_due(tag), member) end
         if done > 0 then stat(t_s, 'p' .. e_s, -done) end
         if nf > 0 then stat(t_s, 'f', nf) end
         if nc > 0 then stat(t_s, 'c', nc) end

@@ -37,6 +37,9 @@ TICKS = Counter("pbseg_processor_ticks_total", "Ticks appended to postbacks part
                 registry=REGISTRY)
 FIRES = Counter("pbseg_processor_fires_total", "Trigger fires decided by ticks, by outcome (sent: in the outbox)",
                 ["outcome"], registry=REGISTRY)
+UNSCHEDULABLE = Counter("pbseg_processor_unschedulable_causes_total",
+                        "Occurrences whose event id cannot be filed as a trigger cause (no fire scheduled)",
+                        registry=REGISTRY)
 FIRES_PUBLISHED = Counter("pbseg_processor_fires_published_total", "task-trigger records published to Kafka",
                           registry=REGISTRY)
 ASSIGNED = Gauge("pbseg_processor_assigned_partitions", "Partitions this worker owns", registry=REGISTRY)

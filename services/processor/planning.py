@@ -118,8 +118,8 @@ def plan_partition_batches(partition: int, messages: Iterable[tuple], processed_
         else:
             account = str(r.account_id)
             units, currency = deposit_amount(r.event, r.amount, r.currency)
-            on_code, on_install = (triggers.schedules(r.account_id, r.event, r.received_at) if triggers is not None
-                                   else ("", ""))
+            on_code, on_install = (triggers.schedules(r.account_id, r.event, r.received_at, r.event_id)
+                                   if triggers is not None else ("", ""))
             events.append([offset, account, r.install_id, r.event, str(r.occurred_at), str(r.received_at), r.tid or "",
                            bucket(r.install_id), units, currency, on_code, on_install, r.event_id,
                            install_event_id(r.event_id) if on_install else ""])

@@ -241,13 +241,13 @@ class DeviceStateStore:
                     "topic_id": identity.topic_id, "partitions": identity.partitions, "layout": identity.layout})
             await pipe.execute()
 
-    async def due_timers(self, partitions: Sequence[int], second: int, limit: int) -> dict[int, tuple[list[str], int]]:
-        """Per partition: up to `limit` timer lists due by `second` (oldest first) and the watermark;
-        one round trip (the ticker)."""
+    async def due_timers(self, partitions: Sequence[int], now_ms: int, limit: int) -> dict[int, tuple[list[str], int]]:
+        """Per partition: up to `limit` timer hashes holding a fire due by `now_ms` (earliest first)
+        and the watermark; one round trip (the ticker)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for p in partitions:
                 keys = self.keys(p)
-                pipe.zrangebyscore(keys.timer_due, "-inf", second, start=0, num=limit)
+                pipe.zrangebyscore(keys.timer_due, "-inf", now_ms, start=0, num=limit)
                 pipe.get(keys.applied_offset(self.topic))
             replies = await pipe.execute()
         return {p: ([m.decode() for m in replies[2 * i]], int(replies[2 * i + 1] or -1))

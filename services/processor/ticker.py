@@ -1,7 +1,7 @@
 """The ticker: puts a tick on each owned postbacks partition that has fires due.
 
-Every `interval_s` it reads, per owned partition, the timer lists due by now (one pipelined
-round trip) and appends a tick (services/domain/triggers.py `tick_value`) naming them to that
+Every `interval_s` it reads, per owned partition, the timer hashes with a fire due by now (one
+pipelined round trip) and appends a tick (services/domain/triggers.py `tick_value`) naming them to that
 partition of the postbacks log. The pipeline applies the tick like any record, in log order: the
 fires are decided in the same atomic script as the watermark, on the state after every record
 before the tick, and go out through the outbox (docs/decisions/0022-trigger-timers-in-the-log.md).
@@ -55,7 +55,7 @@ class Ticker:
         if not partitions:
             return 0
         now = self.clock.now_ms()
-        due = await self.store.due_timers(partitions, now // 1000, self.lists)
+        due = await self.store.due_timers(partitions, now, self.lists)
         sends, mono = [], time.monotonic()
         for p, (members, watermark) in due.items():
             if not members:

@@ -20,7 +20,8 @@ from services.common.trigger_registry import Snapshot, TriggerRegistry
 from services.domain.conditions import ConditionError, CountRank, InWindow, SumRange
 from services.domain.codes import INSTALL
 from services.domain.filters import SegmentFilter, filter_of
-from services.domain.triggers import Tick, TriggerBook, TriggerVersion, timer_list
+from services.domain.triggers import Tick, TriggerBook, TriggerVersion, schedulable_event_id, timer_list
+from services.processor import metrics
 
 log = structlog.get_logger("processor.triggers")
 CANCEL, DECIDE = 0, 1
@@ -53,9 +54,14 @@ class TriggerPlan:
         self.retention_days = retention_days
         self._tokens: dict[tuple, str] = {}
 
-    def schedules(self, account_id: int, code: str, received_at: int) -> tuple[str, str]:
+    def schedules(self, account_id: int, code: str, received_at: int, event_id: str) -> tuple[str, str]:
         """(fires of `code`, fires of the derived install), each as ";"-joined Schedule tokens."""
         if not self.book.has_account(account_id):
+            return "", ""
+        if not schedulable_event_id(event_id):
+            metrics.UNSCHEDULABLE.inc()
+            log.warning("cause_not_schedulable", account_id=account_id, event_id=event_id[:100],
+                        message="an event id with ',', '|', a tab or a newline schedules no trigger fire")
             return "", ""
         return (";".join(s.token() for s in self.book.schedules(account_id, code, received_at)),
                 "" if code == INSTALL else ";".join(s.token() for s in self.book.schedules(account_id, INSTALL, received_at)))

@@ -74,3 +74,10 @@ def test_the_tick_record_round_trips_and_is_told_apart():
     assert (tick.at, tick.due, tick.budget) == (1_764_000_000_123, ("7:1:1764000000", "8:2:1763999999"), 5000)
     assert parse_tick(b'{"schema":"postback.v1","event_id":"x"}') is None
     assert timer_list("7:1:1764000000") == (7, 1, 1_764_000_000)
+
+
+def test_a_cause_event_id_must_fit_a_timer_entry():
+    from services.domain.triggers import schedulable_event_id
+
+    assert schedulable_event_id("0192ab34cd56ef7890123456789abcdef") and schedulable_event_id("ev1:install")
+    assert not any(schedulable_event_id(x) for x in ("a,b", "a|b", "a\tb", "a\nb", "", "x" * 81))

@@ -47,7 +47,7 @@ def test_the_header_builds_the_same_keys_as_python():
                "scratch": dict(token="ab12"), "window_set": dict(account=7, code="reg", bucket="h493000"),
                "window_bits": dict(account=7, code="reg", bucket="d20540"), "count_rank": dict(account=7, code="open"),
                "deposit_sums": dict(account=7, currency="USD"), "deposit_sum_of": dict(account=7, bucket=2),
-               "timer_due": {}, "timer_list": dict(trigger=12, epoch=1, second=1764680000),
+               "timer_due": {}, "timer_list": dict(trigger=12, epoch=1, minute=29411333),
                "trigger_stats": dict(trigger=12), "trigger_recent": dict(trigger=12)}
     assert set(samples) == set(PARTITION_KEYS)
     for name, parts in samples.items():
