@@ -24,7 +24,7 @@
 -- currency, both "" unless a `dep` with an amount and a currency)
 -- ARGV[10] = the maximum lateness of a fire in ms (services/domain/triggers.py `late`)
 -- ARGV[11] = "" or the tick that ends this batch, JSON (services/processor/triggers.py
---   TriggerPlan.tick_arg): {o: its offset, at, lat, budget, lists: [[timer list, action (0 cancel,
+--   TriggerPlan.tick_arg): {o: its offset, at, lat, budget, lists: [[timer hash, action (0 cancel,
 --   1 decide), program index, trigger, version, account]], programs: [device programs]}
 -- (events also carry [11] the fires their code schedules, [12] those of the derived install of a
 -- new device, both ";"-joined "<trigger>:<epoch>:<f|e>:<delay ms>", [13] the event id and [14]
@@ -682,7 +682,7 @@ else
   records = 0
 end
 
--- The tick: decide the fires due at `at` in the listed timer lists, at most `budget` of them.
+-- The tick: decide the fires due at `at` in the listed timer hashes, at most `budget` of them.
 local function has(st, code) return locate(st, code) ~= nil end
 local function device_holds(prog, acct, num, numstr)
   -- whether the trigger's filter holds for the device now, and its install id

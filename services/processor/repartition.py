@@ -127,7 +127,7 @@ async def repartition(settings: ProcessorSettings, target: str, partitions: int,
         with tqdm(total=total, unit="rec", desc=f"copy {source} -> {target}", disable=not progress) as bar:
             streams = [_records(consumer, tp, end[tp], batch) for tp in tps if end[tp] > begin[tp]]
             async for timestamp, _, _, key, value in _merged(streams):
-                # A tick (services/domain/triggers.py) names timer lists, which are named alike in
+                # A tick (services/domain/triggers.py) names timer hashes, which are named alike in
                 # every partition: it goes to each target partition, at its place in time.
                 for p in (range(partitions) if key is None and value and value.startswith(TICK_PREFIX)
                           else (partition_for(key, partitions),)):

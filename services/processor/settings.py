@@ -45,7 +45,7 @@ class ProcessorSettings(CommonSettings):
     # Event-triggered tasks (services/domain/triggers.py, docs/decisions/0022): a fire more than this
     # past its due time (a backdated cause, an outage) is skipped and counted, not sent.
     trigger_max_lateness_s: int = Field(6 * 3600, alias="PROCESSOR_TRIGGER_MAX_LATENESS_S", ge=0, le=90 * 86400)
-    # How often the ticker looks for due timers, how many timer lists and fires one tick decides.
+    # How often the ticker looks for due timers, how many timer hashes and fires one tick decides.
     tick_interval_ms: int = Field(100, alias="PROCESSOR_TICK_INTERVAL_MS", ge=10, le=10_000)
     tick_lists: int = Field(64, alias="PROCESSOR_TICK_LISTS", ge=1, le=1000)
     tick_budget: int = Field(5000, alias="PROCESSOR_TICK_BUDGET", ge=1, le=100_000)

@@ -124,7 +124,8 @@ class DeviceStateStore:
         write per node, now; returns a future of their results, in order. The caller plans its
         next batches while Redis applies these. (A task awaiting the script call only writes it
         after the event loop has run it twice - after the caller's next CPU-bound step: Redis then
-        sat idle; docs/decisions/0009-send-at-once.md.) At most one batch per partition. On a
+        sat idle; docs/decisions/0009-send-at-once.md.) Several batches of one partition (a tick ends a
+        batch) go out in order on its node's connection, and Redis applies them in that order. On a
         cluster each batch goes to the node that owns its partition's hash tag; a batch a node
         redirects (MOVED/ASK after a failover or resharding) or does not know the script for is
         run again through the client, which follows the redirect and loads the script."""

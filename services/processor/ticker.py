@@ -8,7 +8,7 @@ before the tick, and go out through the outbox (docs/decisions/0022-trigger-time
 
 One tick per partition is in flight at a time: the next is appended once the last one is applied
 (the watermark passed it), or after `resend_s` (a tick is harmless twice: what it decided is
-gone from the lists). Kafka down: no tick, fires wait (never lost); the guard retries."""
+gone from the timers). Kafka down: no tick, fires wait (never lost); the guard retries."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class Ticker:
                 pass
 
     async def tick_once(self) -> int:
-        """Append a tick to every owned partition with due timer lists; returns how many."""
+        """Append a tick to every owned partition with due timers; returns how many."""
         partitions = sorted(self.partitions())
         if not partitions:
             return 0

@@ -3,7 +3,7 @@
 `TriggerPlan` wraps the registry's book (services/domain/triggers.py) as of a Redis time:
 - per applied record, the fires its occurrence schedules (`schedules`: the apply script's event
   fields [11] for the record's code, [12] for the derived install of a new device);
-- per tick, the timer lists to decide and, for each, the trigger version in force at the tick
+- per tick, the timer hashes to decide and, for each, the trigger version in force at the tick
   (`tick_arg`, ARGV[11]): a per-device program of its filter (`device_program`), or "cancel".
 
 `BookCache` keeps the plan fresh: a poll is planned only with a book read at a Redis time after
