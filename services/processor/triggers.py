@@ -52,7 +52,6 @@ class TriggerPlan:
         self.max_lateness_ms = max_lateness_ms
         self.budget = budget
         self.retention_days = retention_days
-        self._tokens: dict[tuple, str] = {}
 
     def schedules(self, account_id: int, code: str, received_at: int, event_id: str) -> tuple[str, str]:
         """(fires of `code`, fires of the derived install), each as ";"-joined Schedule tokens."""

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from services.common.keys import RECENT_FIRES, PartitionKeys
 from services.common.trigger_registry import TriggerLimit, TriggerRegistry
 from services.domain.codes import deposit_ordinal, is_known_code
-from services.domain.triggers import (MAX_DELAY_MS, MAX_NAME, MAX_TRIGGERS_PER_ACCOUNT, TriggerError,
+from services.domain.triggers import (MAX_DELAY_MS, MAX_NAME, TriggerError,
                                       TriggerVersion, fire_line_record, parse_delay)
 from services.query import event_views as views
 from services.query.auth import Account
@@ -148,7 +148,7 @@ async def create_trigger(body: TriggerCreate, account: Account, request: Request
 async def list_triggers(account: Account, request: Request,
                         page: Annotated[int, Query(ge=1, le=10_001)] = 1,
                         per_page: Annotated[int, Query(ge=1, le=views.MAX_PER_PAGE)] = 20) -> TriggerList:
-    f"""The account's triggers by id (at most {MAX_TRIGGERS_PER_ACCOUNT}), paginated like the events list."""
+    """The account's triggers by id (at most 100, MAX_TRIGGERS_PER_ACCOUNT), paginated like the events list."""
     triggers = await _registry(request).list(account)
     try:
         p = views.page_of(page, per_page, len(triggers))
@@ -249,7 +249,7 @@ async def trigger_stats(trigger_id: TriggerId, account: Account, request: Reques
 @router.get("/{trigger_id}/fires", response_model=FireList)
 async def trigger_fires(trigger_id: TriggerId, account: Account, request: Request,
                         limit: Annotated[int, Query(ge=1, le=RECENT_FIRES)] = RECENT_FIRES) -> FireList:
-    f"""The most recent fires (task-trigger.v1 records), newest first; at most {RECENT_FIRES}."""
+    """The most recent fires (task-trigger.v1 records), newest first; at most 20 (RECENT_FIRES)."""
     if await _registry(request).get(account, trigger_id) is None:
         raise _not_found(trigger_id)
     fires = []
