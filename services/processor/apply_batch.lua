@@ -768,13 +768,9 @@ if ARGV[11] ~= '' then
                     local line = acct .. '\t' .. install .. '\t' .. t_s .. '\t' .. format('%d', version) .. '\t' .. eid
                                  .. '\t' .. format('%d', due) .. '\t' .. atstr
                     lines[#lines + 1] = line
-                    local r = recent[t_s]
-                    if not r then
-                      r = {}
-                      recent[t_s] = r
-                      recent_order[#recent_order + 1] = t_s
-                    end
-                    r[#r + 1] = line
+                    local r = group(recent, recent_order, t_s)
+                    r.n = r.n + 1
+                    r[r.n] = line
                   else
                     nc = nc + 1
                   end
@@ -802,7 +798,7 @@ if ARGV[11] ~= '' then
       if emit_records then call('XADD', key_outbox(tag), '*', 'f', table.concat(lines, '\n')) end
       for _, t_s in ipairs(recent_order) do
         local r, newest = recent[t_s], {}
-        for i = #r, math.max(1, #r - RECENT_FIRES + 1), -1 do newest[#newest + 1] = r[i] end
+        for i = r.n, math.max(1, r.n - RECENT_FIRES + 1), -1 do newest[#newest + 1] = r[i] end
         local rkey = key_trigger_recent(tag, t_s)
         for i = #newest, 1, -1 do call('LPUSH', rkey, newest[i]) end
         call('LTRIM', rkey, 0, RECENT_FIRES - 1)

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 UI_DIR = Path(__file__).parent / "ui"
 
 _JS = "text/javascript; charset=utf-8"
-_ASSETS = {"app.js": _JS, "api.js": _JS, "chart.js": _JS, "triggers.js": _JS, "style.css": "text/css; charset=utf-8"}
+_ASSETS = {"app.js": _JS, "api.js": _JS, "chart.js": _JS, "triggers.js": _JS, "dom.js": _JS, "style.css": "text/css; charset=utf-8"}
 _HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

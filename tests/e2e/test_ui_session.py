@@ -28,7 +28,7 @@ async def check_page_files(query_url: str) -> None:
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "form-action 'none'" in csp
         assert "http://" not in page.text and "https://" not in page.text
         for name, kind in (("app.js", "text/javascript"), ("api.js", "text/javascript"),
-                           ("chart.js", "text/javascript"), ("triggers.js", "text/javascript"),
+                           ("chart.js", "text/javascript"), ("triggers.js", "text/javascript"), ("dom.js", "text/javascript"),
                            ("style.css", "text/css")):
             asset = await client.get(f"/ui/{name}")
             assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind), name

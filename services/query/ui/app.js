@@ -5,6 +5,7 @@ import {
   newDepositRow, newEventRow, rowsToConditions, utcInputToMs,
 } from "./api.js";
 import { drawDailyBars, drawDepositFunnel, drawEventBars } from "./chart.js";
+import { h, showMessage } from "./dom.js";
 
 const KEY_STORAGE = "pbseg.apiKey"; // sessionStorage only: gone when the tab closes
 const FILTER_STORAGE = "pbseg.filter"; // the filter survives a reload of the tab, too
@@ -48,29 +49,7 @@ import("./triggers.js").then(({ mountTriggers }) => {
   $("triggers-body").replaceChildren();
 });
 
-// ---------------------------------------------------------------- small DOM helpers
-
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function showMessage(node, text) {
-  node.textContent = text || "";
-  node.hidden = !text;
-  if (node.classList.contains("ok") && text) { // confirmations fade; errors stay until fixed
-    clearTimeout(node._fade);
-    node._fade = setTimeout(() => { node.hidden = true; }, 8000);
-  }
-}
+// ---------------------------------------------------------------- words
 
 function ordinalWord(n) {
   const s = ["th", "st", "nd", "rd"], v = n % 100;

@@ -4,6 +4,7 @@
 // account's events and its refresh ticks (so the Live switch and a hidden tab pause it too).
 // Like the rest of the page it draws with DOM calls and textContent only.
 import { ApiError, describeCondition, describeError } from "./api.js";
+import { h, showMessage } from "./dom.js";
 
 const PER_PAGE = 50;
 const MAX_PAGES = 20; // the card shows at most 1,000 triggers
@@ -11,30 +12,6 @@ const FIRES_LIMIT = 20;
 const STAT_KEYS = ["pending", "fired", "cancelled", "skipped_late"];
 const fmt = new Intl.NumberFormat("en-US");
 const $ = (id) => document.getElementById(id);
-
-// app.js has the same two helpers; a module shared by both would be one more file for
-// ui_routes.py's fixed list of served files, for twenty lines.
-function h(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (v === undefined || v === null || v === false) continue;
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v === true ? "" : String(v));
-  }
-  for (const c of children) if (c !== null && c !== undefined) node.append(c);
-  return node;
-}
-
-function showMessage(node, text) {
-  node.textContent = text || "";
-  node.hidden = !text;
-  if (node.classList.contains("ok") && text) {
-    clearTimeout(node._fade);
-    node._fade = setTimeout(() => { node.hidden = true; }, 8000);
-  }
-}
 
 // ---------------------------------------------------------------- words
 
